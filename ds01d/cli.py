@@ -1,0 +1,103 @@
+"""The `ds01d` command: the daemon and its admin subcommands.
+
+Every failure an admin can cause (a bad path, a bad config, a bad flag) ends in
+one sentence or `file:line:` lines and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import signal
+import sys
+from typing import Callable, Sequence
+
+from ds01d import __version__
+from ds01d.config import DEFAULT_PATH, ConfigError, load_config
+from ds01d.config.checks import host_problems
+from ds01d.limits import resolve
+from ds01d.limits_report import render_docker_args, render_text, to_json
+from ds01d.unix_groups import is_local_user, unix_group_members
+
+EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+
+
+def today_utc() -> dt.date:
+    return dt.datetime.now(dt.timezone.utc).date()
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Exit 0 when the file is usable on this host today; print every problem otherwise."""
+    try:
+        config = load_config(args.path)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_PROBLEM
+    unix = unix_group_members(g.unix_group for g in config.groups.values() if g.unix_group)
+    problems = host_problems(config, today_utc(), unix)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if any(not p.warning for p in problems):
+        return EXIT_PROBLEM
+    print(f"{args.path}: OK ({len(config.groups)} groups, {len(config.overrides)} user overrides)")
+    return EXIT_OK
+
+
+def cmd_limits(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_PROBLEM
+    unix = unix_group_members(g.unix_group for g in config.groups.values() if g.unix_group)
+    limits = resolve(config, args.user, today_utc(), unix)
+    local = is_local_user(args.user)
+    if args.json:
+        print(json.dumps(to_json(limits, local), indent=2))
+    elif args.docker_args:
+        print(render_docker_args(limits))
+    else:
+        print(render_text(limits, local))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ds01d", description="ds01d: fair sharing of a multi-user GPU server's Docker containers.")
+    parser.add_argument("--version", action="version", version=f"ds01d {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("check-config", help="validate a config file (exit 1 with file:line problems)")
+    p.add_argument("path", nargs="?", default=DEFAULT_PATH, metavar="PATH",
+                   help=f"config file (default {DEFAULT_PATH})")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("limits", help="a user's effective limits and where each comes from")
+    p.add_argument("user", metavar="USER")
+    p.add_argument("--config", default=DEFAULT_PATH, metavar="PATH",
+                   help=f"config file (default {DEFAULT_PATH})")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="machine-readable output")
+    out.add_argument("--docker-args", action="store_true",
+                     help="print `docker run` arguments for the user's slice and caps")
+    p.set_defaults(func=cmd_limits)
+    return parser
+
+
+def run_cli(func: Callable[[], int]) -> int:
+    """Run a command with the conventions of a well-behaved CLI: `| head` and ^C end quietly."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        return func()
+    except KeyboardInterrupt:
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return run_cli(lambda: args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""The validated configuration as plain, immutable data.
+
+Everything downstream (limit resolution, the daemon's policies) reads these
+objects, never YAML, so a config that loaded is a config that means one thing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+from typing import Any, Mapping
+
+DEFAULT_PATH = "/etc/ds01/ds01.yaml"
+
+#: Container kinds, as DESIGN.md decides them from labels.
+KINDS: tuple[str, ...] = ("docker", "compose", "devcontainer", "ds01")
+
+#: Per-user keys whose value is one number/size for the user's whole slice or
+#: for each of their containers.
+SCALAR_KEYS: tuple[str, ...] = (
+    "cpus", "memory_max", "memory_high", "tasks_max",
+    "container_cpus", "container_memory", "container_shm_size",
+    "gpu_quota", "max_containers", "priority",
+)
+
+#: Per-user lifecycle keys, each set per container kind (`null` = never).
+LIFECYCLE_KEYS: tuple[str, ...] = (
+    "idle_timeout", "max_runtime", "gpu_hold_after_stop", "container_hold_after_stop",
+)
+
+#: Every resolvable setting name: scalar keys, and `key.kind` for lifecycle keys.
+SETTING_NAMES: tuple[str, ...] = SCALAR_KEYS + tuple(
+    f"{key}.{kind}" for key in LIFECYCLE_KEYS for kind in KINDS
+)
+
+
+def _empty() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+class GpusAllPolicy(str, Enum):
+    """What to do with a container started with `--gpus all`."""
+
+    ALLOW = "allow"   # count every GPU against the owner's quota
+    WARN = "warn"     # allow, with a warning in the journal
+    STOP = "stop"     # stop it, telling the owner to ask for devices
+
+
+class UnownedPolicy(str, Enum):
+    """What to do with a container no owner signal points at."""
+
+    WARN = "warn"
+    STOP = "stop"
+
+
+class OutsideSlicePolicy(str, Enum):
+    """What to do with a container not under its owner's slice."""
+
+    CAP = "cap"       # apply the per-container caps through Docker's update API
+    WARN = "warn"     # record and warn only
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """How the daemon itself runs."""
+
+    sampling_interval: int = 10
+    state_dir: str = "/var/lib/ds01"
+    socket_path: str = "/run/ds01/ds01d.sock"
+
+
+@dataclass(frozen=True)
+class Policies:
+    """Lab-wide rules that are not per user."""
+
+    idle_threshold: float = 5.0
+    idle_window: int = 300
+    grace_after_start: int = 900
+    warning_lead_times: tuple[int, ...] = (900, 300)
+    keep_alive_file: str | None = "/workspace/.keep-alive"
+    keep_alive_max_age: int = 86400
+    gpus_all: GpusAllPolicy = GpusAllPolicy.STOP
+    unowned: UnownedPolicy = UnownedPolicy.WARN
+    outside_slice: OutsideSlicePolicy = OutsideSlicePolicy.CAP
+    sigterm_grace: int = 30
+
+
+@dataclass(frozen=True)
+class Group:
+    """A named set of users sharing limits; `settings` holds only the keys it sets."""
+
+    name: str
+    members: tuple[str, ...] = ()
+    unix_group: str | None = None
+    settings: Mapping[str, Any] = field(default_factory=_empty)
+    line: int = 0
+    unix_group_line: int = 0
+
+
+@dataclass(frozen=True)
+class Override:
+    """One user's exception to their group, with the reason an admin gave."""
+
+    user: str
+    reason: str
+    expires: dt.date | None = None
+    group: str | None = None
+    settings: Mapping[str, Any] = field(default_factory=_empty)
+    line: int = 0
+
+    def active(self, today: dt.date) -> bool:
+        """An override applies through its expiry date, inclusive."""
+        return self.expires is None or today <= self.expires
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole, valid configuration file."""
+
+    path: str
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    policies: Policies = field(default_factory=Policies)
+    defaults: Mapping[str, Any] = field(default_factory=_empty)
+    default_group: str = "default"
+    groups: Mapping[str, Group] = field(default_factory=_empty)
+    overrides: Mapping[str, Override] = field(default_factory=_empty)
+
+
+#: Built-in values for every setting, used where the file's `defaults` leaves a key
+#: out.  They match the shipped config/ds01.yaml.
+BUILTIN_DEFAULTS: Mapping[str, Any] = MappingProxyType({
+    "cpus": 8.0,
+    "memory_max": 32 * 1024**3,
+    "memory_high": 28 * 1024**3,
+    "tasks_max": 4096,
+    "container_cpus": None,
+    "container_memory": None,
+    "container_shm_size": None,
+    "gpu_quota": 1.0,
+    "max_containers": 3,
+    "priority": 10,
+    **{f"idle_timeout.{k}": 1800 for k in KINDS},
+    "max_runtime.docker": 2 * 86400,
+    "max_runtime.compose": 3 * 86400,
+    "max_runtime.devcontainer": 7 * 86400,
+    "max_runtime.ds01": 2 * 86400,
+    **{f"gpu_hold_after_stop.{k}": 3600 for k in KINDS},
+    **{f"container_hold_after_stop.{k}": 7 * 86400 for k in KINDS},
+})
