@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 from ds01d import __version__
 from ds01d.config import DEFAULT_PATH, ConfigError, load_config
 from ds01d.config.checks import host_problems
-from ds01d.limits import resolve
+from ds01d.limits import EffectiveLimits, resolve, slice_properties
 from ds01d.limits_report import render_docker_args, render_text, to_json
 from ds01d.unix_groups import is_local_user, unix_group_members
 
@@ -53,6 +53,8 @@ def cmd_limits(args: argparse.Namespace) -> int:
     unix = unix_group_members(g.unix_group for g in config.groups.values() if g.unix_group)
     limits = resolve(config, args.user, today_utc(), unix)
     local = is_local_user(args.user)
+    if args.apply:
+        return apply_slice(limits)
     if args.json:
         print(json.dumps(to_json(limits, local), indent=2))
     elif args.docker_args:
@@ -60,6 +62,34 @@ def cmd_limits(args: argparse.Namespace) -> int:
     else:
         print(render_text(limits, local))
     return EXIT_OK
+
+
+def apply_slice(limits: EffectiveLimits) -> int:
+    """Put the user's limits on their slice now, through systemd, and say what systemd reports."""
+    from ds01d.systemd_slices import SliceError, SystemdSlices  # needs D-Bus; other commands do not
+
+    try:
+        slices = SystemdSlices()
+    except OSError as exc:
+        print(f"ds01d: cannot reach systemd on the system bus ({exc.strerror or exc}); "
+              "is this a systemd host, and are you root?", file=sys.stderr)
+        return EXIT_PROBLEM
+    try:
+        result = slices.apply(limits.slice, slice_properties(limits),
+                              f"ds01 limits for {limits.user} (group {limits.group})")
+    except SliceError as exc:
+        print(f"ds01d: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    finally:
+        slices.close()
+    verb = "created" if result.created else "updated"
+    settings = " ".join(f"{k}={v}" for k, v in result.actual.items())
+    print(f"{result.name}: {verb}: {settings}")
+    for name in result.ignored:
+        print(f"{result.name}: {name} is not enforced on cgroup {slices.mode.value} hosts")
+    for mismatch in result.mismatches:
+        print(f"{result.name}: limit not applied: {mismatch}", file=sys.stderr)
+    return EXIT_PROBLEM if result.mismatches else EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--json", action="store_true", help="machine-readable output")
     out.add_argument("--docker-args", action="store_true",
                      help="print `docker run` arguments for the user's slice and caps")
+    out.add_argument("--apply", action="store_true",
+                     help="create or update the user's slice with these limits now (root)")
     p.set_defaults(func=cmd_limits)
     return parser
 
