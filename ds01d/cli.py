@@ -92,11 +92,22 @@ def apply_slice(limits: EffectiveLimits) -> int:
     return EXIT_PROBLEM if result.mismatches else EXIT_OK
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from ds01d.daemon import run_daemon  # the daemon's imports are not needed by the admin commands
+
+    return run_daemon(args.config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ds01d", description="ds01d: fair sharing of a multi-user GPU server's Docker containers.")
     parser.add_argument("--version", action="version", version=f"ds01d {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("run", help="run the daemon (what ds01d.service starts)")
+    p.add_argument("--config", default=DEFAULT_PATH, metavar="PATH",
+                   help=f"config file (default {DEFAULT_PATH})")
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("check-config", help="validate a config file (exit 1 with file:line problems)")
     p.add_argument("path", nargs="?", default=DEFAULT_PATH, metavar="PATH",

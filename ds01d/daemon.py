@@ -1,0 +1,407 @@
+"""The ds01d main loop: one thread that owns every state change.
+
+Docker events (from the reader thread), results of stops (from the worker pool),
+reload and stop requests (from signal handlers, as flags) all meet here.  The
+loop never blocks for longer than a tick, so the systemd watchdog sees a ping
+unless the loop itself is stuck, which is exactly what the watchdog is for.
+
+Order on (re)connect: the events stream is opened first, from where the last
+handled event left off, then the full listing is reconciled.  An event that
+races the listing is seen twice, which is harmless because handling a container
+is idempotent; no container can be missed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import queue
+import signal
+import syslog
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ds01d.config import Config, ConfigError, load_config
+from ds01d.config.checks import host_problems
+from ds01d.container_facts import build_record
+from ds01d.decisions import DecisionLog, JournalSend, journald_send
+from ds01d.docker_adapter import CONNECTION_ERRORS, DockerAdapter, DockerEvent, StreamEnded
+from ds01d.enforcement import (Action, excess_running, max_containers_reason, outside_slice_action,
+                               unowned_action)
+from ds01d.limits import EffectiveLimits, slice_properties
+from ds01d.notify import Notifier
+from ds01d.quantities import format_cpus, format_size
+from ds01d.state import ContainerRecord, Store
+from ds01d.systemd_slices import INFINITY, SliceError, SystemdSlices
+from ds01d.unix_groups import is_local_user, unix_group_members
+
+TICK = 0.2
+MAX_BACKOFF = 30.0
+UNIX_CACHE_SECONDS = 60.0
+#: Event actions that say nothing about a container's owner, limits or state.
+_QUIET_ACTIONS = frozenset({"exec_create", "exec_start", "exec_die", "exec_detach", "attach", "detach", "resize",
+                            "top", "commit", "copy", "export", "archive-path", "extract-to-dir",
+                            "health_status"})
+
+
+@dataclass(frozen=True)
+class StopDone:
+    """A stop that ran on the worker pool, and its error if it failed."""
+
+    container: str
+    error: str | None
+
+
+def load_checked_config(path: str, today: dt.date) -> Config:
+    """A config that both the file and the host accept (the same rule as `ds01d check-config`)."""
+    config = load_config(path)
+    unix = unix_group_members(g.unix_group for g in config.groups.values() if g.unix_group)
+    errors = [p for p in host_problems(config, today, unix) if not p.warning]
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def event_cursor(event: dict[str, Any]) -> str | None:
+    """The event's time as Docker's `since` takes it ("seconds.nanoseconds")."""
+    nano = event.get("timeNano")
+    if isinstance(nano, int):
+        return f"{nano // 1_000_000_000}.{nano % 1_000_000_000:09d}"
+    return str(event["time"]) if isinstance(event.get("time"), int) else None
+
+
+class Daemon:
+    """ds01d itself: construct with a valid config, then `run()` until SIGTERM."""
+
+    def __init__(self, config: Config, *, docker_factory: Callable[[], DockerAdapter] = DockerAdapter,
+                 slices_factory: Callable[[], SystemdSlices] = SystemdSlices,
+                 notifier: Notifier | None = None, send: JournalSend = journald_send,
+                 clock: Callable[[], float] = time.time):
+        self.config = config
+        self.docker_factory = docker_factory
+        self.slices_factory = slices_factory
+        self.notifier = notifier or Notifier()
+        self.clock = clock
+        self.store = Store(f"{config.daemon.state_dir}/state.db")
+        self.log = DecisionLog(self.store, send, clock)
+        self.events: queue.Queue = queue.Queue()
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="docker-stop")
+        self.docker: DockerAdapter | None = None
+        self.slices: SystemdSlices | None = None
+        self.generation = 0
+        self.backoff = 0.5
+        self.reconnect_at = 0.0
+        self.ready = False
+        self.stop_requested = False
+        self.reload_requested = False
+        self.last_error: str | None = None
+        self.applied: dict[str, tuple[str, tuple[tuple[str, Any], ...]]] = {}
+        self.pending_stops: set[str] = set()
+        self.said: set[tuple[str, str, str]] = set()
+        self._unix: tuple[float, dict[str, frozenset[str]]] | None = None
+
+    # --- the loop -----------------------------------------------------------
+
+    def run(self) -> int:
+        signal.signal(signal.SIGHUP, lambda *_: setattr(self, "reload_requested", True))
+        signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stop_requested", True))
+        signal.signal(signal.SIGINT, lambda *_: setattr(self, "stop_requested", True))
+        self.notifier.status("starting: connecting to Docker")
+        try:
+            while not self.stop_requested:
+                self.notifier.watchdog()
+                if self.docker is None and time.monotonic() >= self.reconnect_at:
+                    self.connect()
+                if self.reload_requested:
+                    self.reload()
+                self.notifier.status(self.status_line())
+                self.drain(TICK)
+        finally:
+            self.shutdown()
+        return 0
+
+    def drain(self, timeout: float) -> None:
+        """Handle what arrives within `timeout`, then return so the loop can ping the watchdog."""
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0 and not self.stop_requested:
+            try:
+                item = self.events.get(timeout=left)
+            except queue.Empty:
+                return
+            self.handle(item)
+
+    def handle(self, item: object) -> None:
+        if isinstance(item, DockerEvent):
+            if item.generation == self.generation:
+                self.on_event(item.event)
+        elif isinstance(item, StreamEnded):
+            if item.generation == self.generation and self.docker is not None:
+                self.disconnected(item.error)
+        elif isinstance(item, StopDone):
+            self.pending_stops.discard(item.container)
+            if item.error:
+                self.error(f"stopping {item.container[:12]} failed: {item.error}")
+
+    def shutdown(self) -> None:
+        self.notifier.stopping()
+        if self.docker is not None:
+            self.docker.stop_events()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        if self.slices is not None:
+            self.slices.close()
+        self.store.close()
+
+    # --- Docker connection ----------------------------------------------------
+
+    def connect(self) -> None:
+        try:
+            docker = self.docker_factory()
+            docker.ping()
+            self.generation += 1
+            docker.start_events(self.store.get_meta("last_event"), self.events, self.generation)
+            self.docker = docker
+            started = time.monotonic()
+            count = self.reconcile()
+        except CONNECTION_ERRORS as exc:
+            self.docker = None
+            self.last_error = f"Docker: {exc}"
+            self.reconnect_at = time.monotonic() + self.backoff
+            self.backoff = min(self.backoff * 2, MAX_BACKOFF)
+            self.notifier.status(f"waiting for Docker (retry in {self.backoff:.0f}s): {exc}")
+            return
+        self.backoff = 0.5
+        self.log.record("docker-connected", f"reconciled {count} containers in "
+                        f"{time.monotonic() - started:.2f}s")
+        if not self.ready:
+            self.ready = True
+            self.notifier.ready()
+
+    def disconnected(self, why: str) -> None:
+        assert self.docker is not None
+        self.docker.close()
+        self.docker = None
+        self.last_error = f"Docker: {why}"
+        self.reconnect_at = time.monotonic() + self.backoff
+        self.log.record("docker-disconnected", why, priority=syslog.LOG_WARNING)
+
+    def reconcile(self) -> int:
+        """Bring the database in line with Docker's full listing; enforce on what runs."""
+        assert self.docker is not None
+        docker = self.docker
+        ids = docker.container_ids()
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+            infos = list(pool.map(docker.inspect, ids))
+        for info in infos:
+            if info is not None:
+                self.observe(info, "reconcile")
+        for gone in self.store.live_ids() - set(ids):
+            self.store.mark_removed(gone)
+        return len(ids)
+
+    # --- events ----------------------------------------------------------------
+
+    def on_event(self, event: dict[str, Any]) -> None:
+        action = (event.get("Action") or event.get("status") or "").split(":")[0]
+        container_id = event.get("id") or (event.get("Actor") or {}).get("ID")
+        if container_id and action not in _QUIET_ACTIONS:
+            if action == "destroy":
+                self.store.mark_removed(container_id)
+            else:
+                info = self.docker.inspect(container_id) if self.docker else None
+                if info is None:
+                    self.store.mark_removed(container_id)
+                else:
+                    self.observe(info, action)
+        cursor = event_cursor(event)
+        if cursor:
+            self.store.set_meta("last_event", cursor)
+
+    def observe(self, info: dict[str, Any], trigger: str) -> None:
+        """Record one container as Docker shows it now, then apply the rules to it."""
+        record, limits = build_record(info, self.config, self.today(), self.unix_members(), is_local_user)
+        previous = self.store.container(record.id)
+        self.store.upsert_container(record, self.clock())
+        if previous is None or (previous.owner, previous.kind, previous.flags) != \
+                (record.owner, record.kind, record.flags):
+            self.say_recorded(record, previous)
+        elif previous.name != record.name:
+            self.log.record("rename", f"renamed from {previous.name}", user=record.owner,
+                            container=record.id, name=record.name)
+        if limits is not None:
+            self.ensure_slice(limits)
+        if record.status == "running":
+            self.enforce(record, limits, info)
+
+    def say_recorded(self, record: ContainerRecord, previous: ContainerRecord | None) -> None:
+        if record.owner:
+            reason = f"owner {record.owner} by {record.owner_signal}, kind {record.kind}"
+        else:
+            reason = f"no owner found, kind {record.kind}"
+        gpu = record.gpu_request
+        if gpu.get("all_gpus") or gpu.get("device_ids") or gpu.get("count"):
+            reason += f", GPU request via {gpu['source']}"
+        if record.flags:
+            reason += "; flagged: " + "; ".join(record.flags)
+        self.log.record("record" if previous is None else "re-record", reason, user=record.owner,
+                        container=record.id, name=record.name, group=record.group, slice_name=record.slice,
+                        priority=syslog.LOG_WARNING if record.flags else syslog.LOG_INFO,
+                        details={"claims": list(record.flags), "gpu_request": gpu})
+
+    # --- slices ----------------------------------------------------------------
+
+    def ensure_slice(self, limits: EffectiveLimits) -> None:
+        """The owner's slice carries their current limits (set once per change, read back)."""
+        props = slice_properties(limits)
+        key = (limits.slice, tuple(sorted(props.items())))
+        if self.applied.get(limits.user) == key:
+            return
+        try:
+            if self.slices is None:
+                self.slices = self.slices_factory()
+            result = self.slices.apply(limits.slice, props, f"ds01 limits for {limits.user} "
+                                                            f"(group {limits.group})")
+        except (SliceError, OSError) as exc:
+            self.slices = None
+            self.error(f"slice {limits.slice}: {exc}", user=limits.user)
+            return
+        self.applied[limits.user] = key
+        if result.mismatches:
+            self.log.record("slice-mismatch", "; ".join(result.mismatches), user=limits.user,
+                            group=limits.group, slice_name=limits.slice, priority=syslog.LOG_ERR)
+            return
+        ignored = f" ({', '.join(result.ignored)} not enforceable on cgroup v1)" if result.ignored else ""
+        self.log.record("slice-limits", describe_limits(limits) + ignored, user=limits.user,
+                        group=limits.group, slice_name=limits.slice,
+                        details={k: v for k, v in result.actual.items()})
+
+    # --- rules -------------------------------------------------------------------
+
+    def enforce(self, record: ContainerRecord, limits: EffectiveLimits | None, info: dict[str, Any]) -> None:
+        action = unowned_action(record, self.config.policies)
+        if action is not None:
+            self.carry_out(record, action, "unowned")
+        if limits is None:
+            return
+        owned = [r for r in self.store.containers_of(limits.user) if r.id not in self.pending_stops]
+        limit = limits["max_containers"]
+        for extra in excess_running(owned, limit):
+            running = sum(1 for r in owned if r.status == "running")
+            self.carry_out(extra, Action("stop", max_containers_reason(record.owner or "", running, limit)),
+                           "max-containers")
+        action = outside_slice_action(record, limits, self.config.policies, info.get("HostConfig") or {})
+        if action is not None:
+            self.carry_out(record, action, "outside-slice")
+
+    def carry_out(self, record: ContainerRecord, action: Action, rule: str) -> None:
+        what = (record.id, rule, action.kind)
+        fields = dict(user=record.owner, container=record.id, name=record.name, group=record.group,
+                      slice_name=record.slice)
+        if action.kind == "warn":
+            if what not in self.said:
+                self.said.add(what)
+                self.log.record(f"warn-{rule}", action.reason, priority=syslog.LOG_WARNING, **fields)
+        elif action.kind == "cap":
+            self.cap(record, action, rule, fields)
+        elif action.kind == "stop" and record.id not in self.pending_stops:
+            self.pending_stops.add(record.id)
+            self.log.record("stop", action.reason, priority=syslog.LOG_WARNING, details={"rule": rule}, **fields)
+            self.pool.submit(self.stop_worker, record.id, self.config.policies.sigterm_grace)
+
+    def cap(self, record: ContainerRecord, action: Action, rule: str, fields: dict[str, Any]) -> None:
+        assert self.docker is not None
+        caps = " ".join(part for part in (
+            f"--cpus={format_cpus(action.cpus)}" if action.cpus is not None else "",
+            f"--memory={format_size(action.memory)}" if action.memory is not None else "") if part)
+        try:
+            self.docker.update_caps(record.id, action.cpus, action.memory)
+        except CONNECTION_ERRORS as exc:
+            self.error(f"capping {record.name}: {exc}", user=record.owner)
+            return
+        self.log.record("cap", f"{action.reason}; applied {caps}", details={"rule": rule}, **fields)
+
+    def stop_worker(self, container_id: str, grace: int) -> None:
+        error = None
+        try:
+            docker = self.docker_factory()
+            try:
+                docker.stop(container_id, grace)
+            finally:
+                docker.close()
+        except Exception as exc:  # reported to the loop, which logs it
+            error = f"{type(exc).__name__}: {exc}"
+        self.events.put(StopDone(container_id, error))
+
+    # --- reload --------------------------------------------------------------------
+
+    def reload(self) -> None:
+        self.reload_requested = False
+        self.notifier.reloading()
+        try:
+            config = load_checked_config(self.config.path, self.today())
+        except ConfigError as exc:
+            reason = "; ".join(str(p) for p in exc.problems)
+            self.log.record("reload-refused", f"kept the running config: {reason}", priority=syslog.LOG_ERR)
+            self.last_error = f"reload refused: {exc.problems[0]}"
+            self.notifier.ready()
+            return
+        if (config.daemon.state_dir, config.daemon.socket_path) != \
+                (self.config.daemon.state_dir, self.config.daemon.socket_path):
+            self.log.record("reload-partial", "state_dir and socket_path change only on restart",
+                            priority=syslog.LOG_WARNING)
+        self.config = config
+        self._unix = None
+        self.log.record("reload", f"applied {config.path}")
+        if self.docker is not None:
+            try:
+                self.reconcile()
+            except CONNECTION_ERRORS as exc:
+                self.disconnected(str(exc))
+        self.notifier.ready()
+
+    # --- helpers ---------------------------------------------------------------------
+
+    def today(self) -> dt.date:
+        return dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc).date()
+
+    def unix_members(self) -> dict[str, frozenset[str]]:
+        now = time.monotonic()
+        if self._unix is None or now - self._unix[0] > UNIX_CACHE_SECONDS:
+            names = [g.unix_group for g in self.config.groups.values() if g.unix_group]
+            self._unix = (now, unix_group_members(names))
+        return self._unix[1]
+
+    def error(self, message: str, user: str | None = None) -> None:
+        self.last_error = message
+        self.log.record("error", message, user=user, priority=syslog.LOG_ERR)
+
+    def status_line(self) -> str:
+        n = self.store.summary()
+        docker = "connected" if self.docker is not None else "disconnected"
+        return (f"{n['containers']} containers ({n['running']} running) of {n['users']} users; "
+                f"{n['gpu_running']} running with GPUs; Docker {docker}; "
+                f"last error: {self.last_error or 'none'}")
+
+
+def describe_limits(limits: EffectiveLimits) -> str:
+    """The slice limits as an admin reads them in `systemctl show`."""
+    props = slice_properties(limits)
+    def show(value: int | None, fmt: Callable[[int], str]) -> str:
+        return "infinity" if value is None or value == INFINITY else fmt(value)
+    return " ".join((
+        f"CPUQuota={show(props['CPUQuotaPerSecUSec'], lambda v: f'{v / 10_000:g}%')}",
+        f"MemoryMax={show(props['MemoryMax'], format_size)}",
+        f"MemoryHigh={show(props['MemoryHigh'], format_size)}",
+        f"TasksMax={show(props['TasksMax'], str)}",
+    ))
+
+
+def run_daemon(config_path: str) -> int:
+    """`ds01d run`: exit 1 with file:line problems if the config is bad, else run until SIGTERM."""
+    try:
+        config = load_checked_config(config_path, dt.datetime.now(dt.timezone.utc).date())
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return Daemon(config).run()

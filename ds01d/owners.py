@@ -1,0 +1,137 @@
+"""Who owns a container and what kind it is, from its `docker inspect` data alone.
+
+Pure policy over the inspect dict.  Containers reach the host every way Docker
+allows (CLI, compose, VS Code dev containers, the raw API), so no single signal
+is always present; the signals are tried strongest first, the one that decided
+is recorded, and a container whose signals disagree is flagged rather than
+silently attributed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from ds01d.config import KINDS
+
+#: Signal names, strongest first; they appear in the journal and the state database.
+SIGNALS: tuple[str, ...] = (
+    "label:ds01.user", "label:aime.mlc.USER", "name:aime", "cgroup-parent",
+    "label:devcontainer.local_folder", "label:compose.working_dir", "bind-mount",
+)
+_HOME = re.compile(r"^/home/([^/]+)(?:/|$)")
+_ESCAPE = re.compile(rb"\\x([0-9a-fA-F]{2})")
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """The owner (None when no signal names one), the signal that decided, and doubts."""
+
+    owner: str | None
+    signal: str | None
+    kind: str
+    claims: tuple[tuple[str, str], ...] = ()
+    flags: tuple[str, ...] = ()
+
+    @property
+    def conflicting(self) -> bool:
+        return len({user for _, user in self.claims}) > 1
+
+
+def unescape_unit_part(text: str) -> str:
+    """Reverse of systemd_escape for one name part (`jean\\x2dluc` -> `jean-luc`)."""
+    raw = _ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), text.encode("utf-8"))
+    return raw.decode("utf-8", errors="replace")
+
+
+def slice_owner(cgroup_parent: str) -> tuple[str, str] | None:
+    """(group, user) of a `ds01-<group>-<user>.slice` cgroup parent, else None."""
+    name = cgroup_parent.rstrip("/").rsplit("/", 1)[-1]
+    if not name.endswith(".slice"):
+        return None
+    parts = name[: -len(".slice")].split("-")
+    if len(parts) != 3 or parts[0] != "ds01" or not parts[1] or not parts[2]:
+        return None
+    return unescape_unit_part(parts[1]), unescape_unit_part(parts[2])
+
+
+def plausible_user(name: str | None) -> bool:
+    """Whether a claimed owner can be a login name: short, printable, no slash or space.
+
+    Labels are free text anyone can set; a 10 kB or multi-line "user" must not
+    become a slice name or a journal field that breaks a reader.
+    """
+    return bool(name) and len(name) <= 128 and name.isprintable() and not any(
+        c in name for c in "/ \t") and name not in (".", "..")
+
+
+def _home_user(path: str | None) -> str | None:
+    m = _HOME.match(path or "")
+    return m.group(1) if m else None
+
+
+def _labels(inspect: Mapping[str, Any]) -> Mapping[str, str]:
+    return (inspect.get("Config") or {}).get("Labels") or {}
+
+
+def _name(inspect: Mapping[str, Any]) -> str:
+    return (inspect.get("Name") or "").lstrip("/")
+
+
+def _signal_users(inspect: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every (signal, user) the container carries, strongest first."""
+    labels = _labels(inspect)
+    host = inspect.get("HostConfig") or {}
+    found: list[tuple[str, str | None]] = [
+        ("label:ds01.user", labels.get("ds01.user") or None),
+        ("label:aime.mlc.USER", labels.get("aime.mlc.USER") or None),
+        ("name:aime", _name(inspect).rpartition("._.")[2] if "._." in _name(inspect) else None),
+        ("cgroup-parent", (slice_owner(host.get("CgroupParent") or "") or (None, None))[1]),
+        ("label:devcontainer.local_folder", _home_user(labels.get("devcontainer.local_folder"))),
+        ("label:compose.working_dir", _home_user(labels.get("com.docker.compose.project.working_dir"))),
+    ]
+    mount_users = sorted({u for m in inspect.get("Mounts") or []
+                          if m.get("Type") == "bind" and (u := _home_user(m.get("Source")))})
+    found.extend(("bind-mount", u) for u in mount_users)
+    return [(signal, user) for signal, user in found if user]
+
+
+def _split_plausible(claims: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
+    good = [(s, u) for s, u in claims if plausible_user(u)]
+    bad = tuple(f"ignored {s}: not a plausible user name ({u[:32]!r}{'...' if len(u) > 32 else ''})"
+                for s, u in claims if not plausible_user(u))
+    return good, bad
+
+
+def container_kind(labels: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
+    """The kind from labels, and a flag when `ds01.container_type` names no known kind."""
+    declared = labels.get("ds01.container_type")
+    if declared in KINDS:
+        return declared, ()
+    flags = (f"unknown ds01.container_type {declared[:64]!r}",) if declared else ()
+    if any(k.startswith("devcontainer.") for k in labels):
+        return "devcontainer", flags
+    if any(k.startswith("com.docker.compose.") for k in labels):
+        return "compose", flags
+    return "docker", flags
+
+
+def resolve_owner(inspect: Mapping[str, Any], known_user: Callable[[str], bool] | None = None) -> Ownership:
+    """The owner and kind of one container.
+
+    `known_user`, when given, marks owners that are not accounts on this host;
+    they are still recorded (the label said so) but flagged for an admin.
+    """
+    claims, bad = _split_plausible(_signal_users(inspect))
+    kind, flags = container_kind(_labels(inspect))
+    flags += bad
+    if not claims:
+        return Ownership(None, None, kind, (), flags + ("unowned",))
+    signal, owner = claims[0]
+    others = sorted({u for _, u in claims if u != owner})
+    if others:
+        flags += (f"conflicting owners: {owner} ({signal}) vs {', '.join(others)}",)
+    if known_user is not None and not known_user(owner):
+        flags += (f"{owner} is not a local user",)
+    return Ownership(owner, signal, kind, tuple(claims), flags)

@@ -1,0 +1,214 @@
+"""ds01d's state database: what Docker cannot tell after a restart.
+
+Docker is the truth for which containers exist; SQLite keeps what ds01d inferred
+or decided about them (owner and the signal that decided, kind, GPU request,
+flags), the audit trail of every action, and where in the event stream ds01d
+stopped reading.  One process writes it (the daemon's main loop); WAL lets the
+status readers in without blocking that writer, and each change is one
+transaction, so a kill -9 loses at most the change in flight.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: containers, audit, meta
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+    CREATE TABLE containers (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        image TEXT NOT NULL DEFAULT '',
+        owner TEXT,
+        owner_signal TEXT,
+        kind TEXT NOT NULL,
+        grp TEXT,
+        slice TEXT,
+        cgroup_parent TEXT NOT NULL DEFAULT '',
+        gpu_request TEXT NOT NULL DEFAULT '{}',
+        flags TEXT NOT NULL DEFAULT '[]',
+        status TEXT NOT NULL,
+        created_at REAL,
+        started_at REAL,
+        finished_at REAL,
+        first_seen REAL NOT NULL,
+        updated REAL NOT NULL,
+        removed_at REAL
+    );
+    CREATE INDEX containers_owner ON containers(owner) WHERE removed_at IS NULL;
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        action TEXT NOT NULL,
+        user TEXT,
+        container TEXT,
+        container_name TEXT,
+        grp TEXT,
+        slice TEXT,
+        reason TEXT NOT NULL,
+        details TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX audit_user ON audit(user, ts);
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+@dataclass(frozen=True)
+class ContainerRecord:
+    """One container as ds01d last saw and judged it."""
+
+    id: str
+    name: str
+    image: str
+    owner: str | None
+    owner_signal: str | None
+    kind: str
+    group: str | None
+    slice: str | None
+    cgroup_parent: str
+    gpu_request: dict[str, Any]
+    flags: tuple[str, ...]
+    status: str
+    created_at: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+class StateError(Exception):
+    """The database is from a newer ds01d, or cannot be opened."""
+
+
+class Store:
+    """The state database at `path`, created and migrated on open."""
+
+    def __init__(self, path: str):
+        if path != ":memory:":
+            os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+        self.path = path
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self.db.row_factory = sqlite3.Row
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self._migrate()
+
+    def close(self) -> None:
+        self.db.close()
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StateError(f"{self.path} has schema {version}, newer than this ds01d ({SCHEMA_VERSION}); "
+                             "upgrade ds01d or move the file away")
+        for number in range(version, SCHEMA_VERSION):
+            # executescript commits what is open first, so the script carries its own transaction.
+            self.db.executescript(f"BEGIN IMMEDIATE; {_MIGRATIONS[number]}; "
+                                  f"PRAGMA user_version={number + 1}; COMMIT;")
+
+    def transaction(self) -> "_Transaction":
+        return _Transaction(self.db)
+
+    # --- meta ---------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT INTO meta(key, value) VALUES(?, ?) "
+                        "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
+
+    # --- containers ---------------------------------------------------------
+
+    def upsert_container(self, rec: ContainerRecord, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.db.execute(
+            """INSERT INTO containers(id, name, image, owner, owner_signal, kind, grp, slice, cgroup_parent,
+                   gpu_request, flags, status, created_at, started_at, finished_at, first_seen, updated)
+               VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+               ON CONFLICT(id) DO UPDATE SET name=excluded.name, image=excluded.image, owner=excluded.owner,
+                   owner_signal=excluded.owner_signal, kind=excluded.kind, grp=excluded.grp,
+                   slice=excluded.slice, cgroup_parent=excluded.cgroup_parent,
+                   gpu_request=excluded.gpu_request, flags=excluded.flags, status=excluded.status,
+                   created_at=excluded.created_at, started_at=excluded.started_at,
+                   finished_at=excluded.finished_at, updated=excluded.updated, removed_at=NULL""",
+            (rec.id, rec.name, rec.image, rec.owner, rec.owner_signal, rec.kind, rec.group, rec.slice,
+             rec.cgroup_parent, json.dumps(rec.gpu_request, sort_keys=True), json.dumps(list(rec.flags)),
+             rec.status, rec.created_at, rec.started_at, rec.finished_at, now, now))
+
+    def mark_removed(self, container_id: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        self.db.execute("UPDATE containers SET removed_at=?, status='removed', updated=? "
+                        "WHERE id=? AND removed_at IS NULL", (now, now, container_id))
+
+    def live_containers(self) -> list[ContainerRecord]:
+        rows = self.db.execute("SELECT * FROM containers WHERE removed_at IS NULL ORDER BY first_seen")
+        return [_record(r) for r in rows]
+
+    def containers_of(self, owner: str) -> list[ContainerRecord]:
+        rows = self.db.execute("SELECT * FROM containers WHERE removed_at IS NULL AND owner=?", (owner,))
+        return [_record(r) for r in rows]
+
+    def summary(self) -> dict[str, int]:
+        """Counts for the daemon's STATUS= line, in one query."""
+        row = self.db.execute(
+            """SELECT count(*), coalesce(sum(status='running'), 0), count(DISTINCT owner),
+                      coalesce(sum(status='running' AND gpu_request LIKE '%"source": "%'), 0)
+               FROM containers WHERE removed_at IS NULL""").fetchone()
+        return {"containers": row[0], "running": row[1], "users": row[2], "gpu_running": row[3]}
+
+    def container(self, container_id: str) -> ContainerRecord | None:
+        row = self.db.execute("SELECT * FROM containers WHERE id=?", (container_id,)).fetchone()
+        return _record(row) if row else None
+
+    def live_ids(self) -> set[str]:
+        return {r[0] for r in self.db.execute("SELECT id FROM containers WHERE removed_at IS NULL")}
+
+    # --- audit --------------------------------------------------------------
+
+    def add_audit(self, ts: float, action: str, reason: str, *, user: str | None = None,
+                  container: str | None = None, container_name: str | None = None, group: str | None = None,
+                  slice_name: str | None = None, details: dict[str, Any] | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO audit(ts, action, user, container, container_name, grp, slice, reason, details) "
+            "VALUES(?,?,?,?,?,?,?,?,?)",
+            (ts, action, user, container, container_name, group, slice_name, reason,
+             json.dumps(details or {}, sort_keys=True)))
+
+    def audit(self, limit: int = 100, user: str | None = None) -> list[sqlite3.Row]:
+        if user is None:
+            return self.db.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+        return self.db.execute("SELECT * FROM audit WHERE user=? ORDER BY seq DESC LIMIT ?",
+                               (user, limit)).fetchall()
+
+
+def _record(row: sqlite3.Row) -> ContainerRecord:
+    return ContainerRecord(
+        id=row["id"], name=row["name"], image=row["image"], owner=row["owner"],
+        owner_signal=row["owner_signal"], kind=row["kind"], group=row["grp"], slice=row["slice"],
+        cgroup_parent=row["cgroup_parent"], gpu_request=json.loads(row["gpu_request"]),
+        flags=tuple(json.loads(row["flags"])), status=row["status"], created_at=row["created_at"],
+        started_at=row["started_at"], finished_at=row["finished_at"])
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on an exception."""
+
+    def __init__(self, db: sqlite3.Connection):
+        self.db = db
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+
