@@ -1,0 +1,112 @@
+"""ds01d running as a real systemd service inside the test box.
+
+The unit under test is the shipped systemd/ds01d.service, unchanged but for a
+drop-in that points it at this checkout's venv, a test config and a state
+directory in the box's own area, and a short watchdog so that the watchdog test
+does not wait 20 s.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+UNIT = "ds01d.service"
+WATCHDOG_SEC = 3
+
+
+class Service:
+    """ds01d.service in `box`, with its config file and state database reachable from the host."""
+
+    def __init__(self, box: Any, config_text: str):
+        self.box = box
+        self.dir = Path(box.state_dir) / "ds01d"
+        self.state_dir = self.dir / "state"
+        self.config_path = self.dir / "ds01.yaml"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.write_config(config_text)
+        self.install()
+
+    def write_config(self, text: str) -> None:
+        """Write the config; `{state_dir}` in it is replaced by this service's state directory."""
+        self.config_path.write_text(text.replace("{state_dir}", str(self.state_dir)))
+
+    def install(self) -> None:
+        unit = (REPO / "systemd" / UNIT).read_text()
+        python = Path(sys.prefix) / "bin" / "ds01d"
+        dropin = "\n".join([
+            "[Service]",
+            "ExecStart=",
+            f"ExecStart={python} run --config {self.config_path}",
+            f"WatchdogSec={WATCHDOG_SEC}s",
+            "StateDirectory=",
+            f"ReadWritePaths={self.dir}",
+            "RestartSec=200ms",
+            f"Environment=PYTHONPATH={REPO}",
+            "",
+        ])
+        self.box.install_unit(UNIT, unit, dropins={"box.conf": dropin})
+
+    def start(self) -> None:
+        self.box.run(["systemctl", "start", UNIT], timeout=60)
+
+    def stop(self) -> None:
+        self.box.run(["systemctl", "stop", UNIT], check=False, timeout=60)
+
+    def reset(self, config_text: str) -> None:
+        """A fresh daemon: stopped, state wiped, new config, started (READY = reconciled)."""
+        self.stop()
+        self.box.run(["systemctl", "reset-failed", UNIT], check=False)
+        for name in ("state.db", "state.db-wal", "state.db-shm"):
+            (self.state_dir / name).unlink(missing_ok=True)
+        self.write_config(config_text)
+        self.start()
+
+    def show(self, *props: str) -> dict[str, str]:
+        return self.box.systemctl_show(UNIT, *props)
+
+    def main_pid(self) -> int:
+        return int(self.show("MainPID")["MainPID"])
+
+    def db(self) -> sqlite3.Connection:
+        db = sqlite3.connect(f"file:{self.state_dir / 'state.db'}?mode=ro", uri=True, timeout=5)
+        db.row_factory = sqlite3.Row
+        return db
+
+    def record(self, container_id: str) -> dict[str, Any] | None:
+        with self.db() as db:
+            row = db.execute("SELECT * FROM containers WHERE id=?", (container_id,)).fetchone()
+        return dict(row) if row else None
+
+    def wait_record(self, container_id: str, timeout: float = 1.0, **expect: Any) -> dict[str, Any]:
+        """The container's record once it matches `expect`, polled until `timeout`."""
+        def matches() -> dict[str, Any] | None:
+            rec = self.record(container_id)
+            return rec if rec and all(rec.get(k) == v for k, v in expect.items()) else None
+        return self.box.wait_until(matches, timeout, what=f"record of {container_id[:12]} with {expect}")
+
+    def decisions(self, **fields: str) -> list[dict[str, Any]]:
+        """ds01d's journal entries matching DS01_* `fields` (e.g. DS01_USER='alice')."""
+        return self.box.journal(*(f"{k}={v}" for k, v in fields.items()), unit=UNIT)
+
+    def wait_decision(self, timeout: float = 5.0, **fields: str) -> dict[str, Any]:
+        return self.box.wait_until(lambda: (self.decisions(**fields) or [None])[-1], timeout,
+                                   what=f"journal entry {fields}")
+
+
+def ids_of(box: Any, names: list[str]) -> dict[str, str]:
+    out = box.docker("inspect", "-f", "{{.Name}} {{.Id}}", *names).stdout.split("\n")
+    return {n.lstrip("/"): i for n, i in (line.split() for line in out if line.strip())}
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)
+
+
+def now() -> float:
+    return time.monotonic()
