@@ -50,7 +50,8 @@ class Service:
             f"Environment=PYTHONPATH={REPO}",
             "",
         ])
-        self.box.install_unit(UNIT, unit, dropins={"box.conf": dropin})
+        self.box.install_unit(f"{UNIT}.d/box.conf", dropin)
+        self.box.install_unit(UNIT, unit)
 
     def start(self) -> None:
         self.box.run(["systemctl", "start", UNIT], timeout=60)

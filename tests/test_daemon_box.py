@@ -8,7 +8,7 @@ and `docker inspect` for what it did to containers.
 from __future__ import annotations
 
 import json
-import signal
+import subprocess
 import sys
 import textwrap
 
@@ -217,7 +217,8 @@ def test_dockerd_restart_in_a_burst_misses_nothing(fresh, box, box_cleanup):
     names = [box_cleanup(f"burst-{i}") for i in range(40)]
     script = " ; ".join(f"docker create --label ds01.user=alice --name {n} busybox:local true >/dev/null 2>&1"
                         for n in names)
-    burst = box.popen(["sh", "-c", script])
+    burst = subprocess.Popen(box.command(["sh", "-c", script]), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
     box.wait_until(lambda: len(box.docker("ps", "-aq", "--filter", "name=burst-").stdout.split()) >= 10,
                    30.0, what="burst under way")
     box.run(["systemctl", "restart", "docker.service"], timeout=120)
