@@ -3,13 +3,13 @@
     scripts/bench            (or: .venv/bin/python -m bench.bench_daemon [--runs N])
 
 What is measured, all from timestamps the components themselves record:
-- single: a container created on an idle host; Docker's `Created` time -> the
+- single: a container created on an idle host; Docker's `create` event time -> the
   record in ds01d's database (`first_seen`) -> the owner's slice limited (the
   `slice-limits` audit row).  Each container has a new owner, so every sample
   creates and limits a slice.
 - burst: 300 containers created as fast as Docker allows (8 parallel clients,
   30 owners); lost = containers without a record; drain = last record written
-  minus Docker's last `Created`.
+  minus Docker's last `create` event.
 - reconcile: ds01d restarted with 500 containers on the host; the reconcile time
   ds01d logs, and `systemctl restart` to READY.
 """
@@ -22,10 +22,10 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-from ds01d.container_facts import docker_time
 from tests.box import Box
 from tests.service import Service
 
@@ -44,23 +44,43 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
 
 
-def created_times(box: Box, ids: list[str]) -> dict[str, float]:
-    out = box.docker("inspect", "-f", "{{.Id}} {{.Created}}", *ids, timeout=300).stdout.split("\n")
-    return {cid: docker_time(ts) for cid, ts in (line.split() for line in out if line.strip())}
+class CreateEvents:
+    """Docker's `create` events, read live (dockerd keeps only the last 256 for --since)."""
+
+    def __init__(self, box: Box):
+        argv = box.command(["docker", "events", "--filter", "type=container", "--filter", "event=create",
+                            "--format", "{{.ID}} {{.TimeNano}}"])
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        self.times: dict[str, float] = {}
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            cid, nano = line.split()
+            self.times[cid] = int(nano) / 1e9
+
+    def wait(self, box: Box, ids: list[str]) -> dict[str, float]:
+        box.wait_until(lambda: all(c in self.times for c in ids), 30.0, what="create events")
+        return self.times
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
 
 
 def db(service: Service) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{service.state_dir / 'state.db'}?mode=ro", uri=True, timeout=10)
 
 
-def single(box: Box, service: Service, n: int, run: int) -> tuple[list[float], list[float]]:
+def single(box: Box, service: Service, events: CreateEvents, n: int, run: int) -> tuple[list[float], list[float]]:
     record_lat, slice_lat = [], []
     for i in range(n):
         user = f"single{run}x{i}"
         cid = box.docker("create", "--label", f"ds01.user={user}", "--label", "ds01.test=1",
                          "busybox:local", "true").stdout.strip()
         service.wait_record(cid, 5.0)
-        created = created_times(box, [cid])[cid]
+        created = events.wait(box, [cid])[cid]
 
         def slice_ts() -> float | None:
             with db(service) as conn:
@@ -74,14 +94,14 @@ def single(box: Box, service: Service, n: int, run: int) -> tuple[list[float], l
     return record_lat, slice_lat
 
 
-def burst(box: Box, service: Service, count: int, run: int) -> dict[str, float]:
+def burst(box: Box, service: Service, events: CreateEvents, count: int, run: int) -> dict[str, float]:
     names = "\n".join(f"burst{run}-{i} burst{run}u{i % 30}" for i in range(count))
     started = time.monotonic()
     box.run(["sh", "-c", "xargs -P 8 -L 1 sh -c 'docker create --name $0 --label ds01.user=$1 "
                          "--label ds01.test=1 busybox:local true >/dev/null'"], input=names, timeout=600)
     wall = time.monotonic() - started
     ids = box.docker("ps", "-aq", "--no-trunc", "--filter", f"name=burst{run}-").stdout.split()
-    created = created_times(box, ids)
+    created = events.wait(box, ids)
 
     def all_recorded() -> bool:
         with db(service) as conn:
@@ -101,9 +121,10 @@ def burst(box: Box, service: Service, count: int, run: int) -> dict[str, float]:
             "p50_s": pct(lat, 0.5), "p99_s": pct(lat, 0.99)}
 
 
-def top_up(box: Box, total: int) -> None:
-    have = len(box.docker("ps", "-aq").stdout.split())
-    names = "\n".join(f"fill-{i} fill{i % 50}" for i in range(have, total))
+def fill(box: Box, total: int) -> None:
+    """Exactly `total` containers on the host, 50 owners."""
+    box.docker("container", "prune", "-f", timeout=600)
+    names = "\n".join(f"fill-{i} fill{i % 50}" for i in range(total))
     if names:
         box.run(["sh", "-c", "xargs -P 8 -L 1 sh -c 'docker create --name $0 --label ds01.user=$1 "
                              "--label ds01.test=1 busybox:local true >/dev/null'"], input=names, timeout=600)
@@ -132,13 +153,14 @@ def main() -> int:
     try:
         service = Service(box, "")
         service.reset(CONFIG)
+        events = CreateEvents(box)
         for run in range(args.runs):
-            rec, sl = single(box, service, args.single, run)
+            rec, sl = single(box, service, events, args.single, run)
             results["single_record"] += rec
             results["single_slice"] += sl
-            results["burst"].append(burst(box, service, 300, run))
-            print(f"run {run}: burst {results['burst'][-1]}", file=sys.stderr)
-        top_up(box, 500)
+            results["burst"].append(burst(box, service, events, 300, run))
+        events.close()
+        fill(box, 500)
         for _ in range(args.runs):
             results["reconcile"].append(reconcile(box, service))
         report(results, args.json)

@@ -187,15 +187,21 @@ class Daemon:
         self.log.record("docker-disconnected", why, priority=syslog.LOG_WARNING)
 
     def reconcile(self) -> int:
-        """Bring the database in line with Docker's full listing; enforce on what runs."""
+        """Bring the database in line with Docker's full listing; enforce on what runs.
+
+        Inspects run four at a time; the watchdog is fed as results come in, so a
+        host with thousands of containers is not mistaken for a stuck loop.
+        """
         assert self.docker is not None
         docker = self.docker
         ids = docker.container_ids()
         with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-            infos = list(pool.map(docker.inspect, ids))
-        for info in infos:
-            if info is not None:
-                self.observe(info, "reconcile")
+            for done, info in enumerate(pool.map(docker.inspect, ids), 1):
+                if info is not None:
+                    self.observe(info, "reconcile")
+                self.notifier.watchdog()
+                if done % 100 == 0:
+                    self.notifier.status(f"reconciling with Docker: {done}/{len(ids)} containers")
         for gone in self.store.live_ids() - set(ids):
             self.store.mark_removed(gone)
         return len(ids)
