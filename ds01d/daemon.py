@@ -358,6 +358,7 @@ class Daemon:
                             priority=syslog.LOG_WARNING)
         self.config = config
         self._unix = None
+        self.applied.clear()  # re-assert every slice, even one an admin changed by hand
         self.log.record("reload", f"applied {config.path}")
         if self.docker is not None:
             try:

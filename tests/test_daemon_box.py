@@ -227,3 +227,35 @@ def test_dockerd_restart_in_a_burst_misses_nothing(fresh, box, box_cleanup):
     assert len(created) >= 30
     for cid in created:
         fresh.wait_record(cid, 10.0, owner="alice")
+
+
+def test_rename_and_destroy_are_followed(fresh, box, box_cleanup):
+    cid = run(box, box_cleanup, "before-rename", "--label", "ds01.user=carol")
+    fresh.wait_record(cid, 1.0, name="before-rename")
+    box.docker("rename", "before-rename", box_cleanup("after-rename"))
+    fresh.wait_record(cid, 1.0, name="after-rename")
+    assert fresh.wait_decision(DS01_CONTAINER=cid, DS01_ACTION="rename")["DS01_REASON"] == \
+        "renamed from before-rename"
+    box.docker("rm", "-f", "after-rename")
+    fresh.wait_record(cid, 1.0, status="removed")
+
+
+def test_docker_down_then_back(fresh, box, box_cleanup):
+    box.run(["systemctl", "stop", "docker.socket", "docker.service"], timeout=120)
+    try:
+        box.wait_until(lambda: "Docker disconnected" in fresh.show("StatusText")["StatusText"], 10.0,
+                       what="ds01d noticing Docker is gone")
+        assert fresh.show("ActiveState")["ActiveState"] == "active"
+    finally:
+        box.run(["systemctl", "start", "docker.socket", "docker.service"], timeout=120)
+    box.wait_until(lambda: "Docker connected" in fresh.show("StatusText")["StatusText"], 40.0,
+                   what="ds01d reconnecting")
+    cid = run(box, box_cleanup, "after-outage", "--label", "ds01.user=dave")
+    fresh.wait_record(cid, 1.0, owner="dave")
+
+
+def test_sigterm_stops_cleanly(fresh, box):
+    box.run(["systemctl", "stop", "ds01d.service"], timeout=30)
+    shown = fresh.show("ActiveState", "Result", "ExecMainStatus")
+    assert shown == {"ActiveState": "inactive", "Result": "success", "ExecMainStatus": "0"}
+    fresh.start()
