@@ -1,0 +1,143 @@
+"""GPUs and MIG instances as plain data, and the pure rules over them.
+
+A *unit* is what a container can hold: a whole GPU when MIG is off, else one MIG
+instance.  Each unit has a `share` of its physical GPU (a 3g instance of a
+7-slice GPU is 3/7), which is what GPU quotas count in.  Activity is a number or
+None, and None (unknown) stays None all the way to the idle verdict and the
+screen: "the hardware cannot tell" is not "idle".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Sequence
+
+from ds01d.gpu_request import GpuRequest
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One GPU or MIG instance containers can be given."""
+
+    uuid: str
+    index: str                 # "1" for GPU 1, "1:2" for MIG device 2 of GPU 1 (the --gpus notation)
+    name: str
+    gpu_uuid: str              # the physical GPU (itself for a whole GPU)
+    gpu_index: int
+    share: float               # fraction of the physical GPU
+    memory_total: int
+    profile: str | None = None  # MIG profile, e.g. "3g.40gb"
+    gpu_instance_id: int | None = None
+    compute_instance_id: int | None = None
+
+    @property
+    def is_mig(self) -> bool:
+        return self.profile is not None
+
+
+@dataclass(frozen=True)
+class GpuProcess:
+    pid: int
+    used_memory: int | None
+    sm_util: float | None = None      # per-process utilization, where NVML gives it
+
+
+@dataclass(frozen=True)
+class UnitSample:
+    """One unit at one sampling pass."""
+
+    uuid: str
+    memory_used: int | None
+    activity: float | None            # percent; None = unknown
+    activity_source: str | None       # "gpm", "utilization", or None
+    unknown_reason: str | None = None
+    processes: tuple[GpuProcess, ...] = ()
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Inventory:
+    """Every unit on the host, and the physical GPUs they belong to."""
+
+    units: tuple[Unit, ...] = ()
+    gpu_indexes: Mapping[str, int] = field(default_factory=dict)   # GPU uuid -> index
+    driver: str | None = None
+
+    def by_uuid(self) -> dict[str, Unit]:
+        return {u.uuid: u for u in self.units}
+
+
+_CONTAINER_ID = re.compile(r"(?:docker-|/docker/|/)([0-9a-f]{64})(?:\.scope)?(?:/|$)")
+
+
+def container_of_cgroup(text: str) -> str | None:
+    """The Docker container id in a /proc/<pid>/cgroup file, on v1 or v2, systemd or cgroupfs driver."""
+    for line in text.splitlines():
+        path = line.split(":", 2)[-1]
+        m = _CONTAINER_ID.search(path)
+        if m:
+            return m.group(1)
+    return None
+
+
+def units_of_gpu(inventory: Inventory, gpu_uuid: str) -> list[Unit]:
+    return [u for u in inventory.units if u.gpu_uuid == gpu_uuid]
+
+
+def resolve_request(request: GpuRequest, inventory: Inventory) -> tuple[list[Unit], list[str]]:
+    """The units a container's GPU request names, and the ids that name nothing on this host.
+
+    A whole GPU that is MIG-partitioned resolves to all of its instances: the
+    container may use any of them, so it holds all of them.
+    """
+    if request.all_gpus:
+        return list(inventory.units), []
+    by_uuid = inventory.by_uuid()
+    gpus_by_index = {str(i): uuid for uuid, i in inventory.gpu_indexes.items()}
+    ids = list(request.device_ids) or [str(i) for i in range(request.count)]
+    found: dict[str, Unit] = {}
+    unknown: list[str] = []
+    for ident in ids:
+        units = _units_for(ident, inventory, by_uuid, gpus_by_index)
+        if not units:
+            unknown.append(ident)
+        for unit in units:
+            found[unit.uuid] = unit
+    return list(found.values()), unknown
+
+
+def _units_for(ident: str, inventory: Inventory, by_uuid: dict[str, Unit],
+               gpus_by_index: dict[str, str]) -> list[Unit]:
+    ident = ident.strip()
+    if ident in by_uuid:
+        return [by_uuid[ident]]
+    if ident in inventory.gpu_indexes:                     # GPU-uuid of a MIG-partitioned GPU
+        return units_of_gpu(inventory, ident)
+    if ident in gpus_by_index:                              # "1"
+        return units_of_gpu(inventory, gpus_by_index[ident])
+    return [u for u in inventory.units if u.index == ident]  # "1:2"
+
+
+def gpu_equivalents(units: Iterable[Unit]) -> float:
+    return round(sum(u.share for u in units), 6)
+
+
+def attributable_activity(sample: UnitSample, container_pids: Sequence[int]) -> tuple[float | None, str]:
+    """How busy `unit` is because of one container, and how that was judged.
+
+    The unit's own activity counts when the container is the only one with processes
+    on it; on a unit shared with other containers only per-process figures can tell,
+    and without them the answer is unknown.
+    """
+    mine = [p for p in sample.processes if p.pid in container_pids]
+    if not mine:
+        return 0.0, "no GPU process of this container"
+    others = [p for p in sample.processes if p.pid not in container_pids]
+    if not others:
+        if sample.activity is None:
+            return None, sample.unknown_reason or "activity not measurable"
+        return sample.activity, sample.activity_source or "device"
+    if all(p.sm_util is not None for p in mine):
+        return float(sum(p.sm_util or 0.0 for p in mine)), "per-process utilization"
+    return None, "shared with other containers and NVML gives no per-process utilization"
