@@ -1,0 +1,163 @@
+"""When a GPU container is warned, stopped, released or removed: pure rules with an injected clock.
+
+The daemon feeds these functions what it measured and what it persisted
+(idle_since, stop times from Docker's State.FinishedAt, warnings already sent)
+and carries out the answer.  Because every deadline is computed from persisted
+timestamps, a restarted daemon arrives at the same deadlines as the one it
+replaced.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+from ds01d.gpus import Unit, UnitSample, attributable_activity, gpu_equivalents
+from ds01d.quantities import format_duration
+
+BUSY, IDLE, UNKNOWN = "busy", "idle", "unknown"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How one container uses its GPUs at one pass."""
+
+    state: str                 # busy, idle or unknown
+    activity: float | None     # highest attributable activity over its units
+    why: str
+
+
+def verdict(units: Sequence[Unit], samples: Mapping[str, UnitSample], pids: Iterable[int],
+            threshold: float) -> Verdict:
+    """Busy if any unit shows activity at or above `threshold` that is this container's;
+    unknown if some unit it computes on cannot be measured; idle otherwise."""
+    pids = list(pids)
+    readings = []
+    for unit in units:
+        sample = samples.get(unit.uuid)
+        if sample is None:
+            readings.append((None, f"{unit.index}: not sampled"))
+            continue
+        activity, how = attributable_activity(sample, pids)
+        readings.append((activity, f"{unit.index}: {how}"))
+    known = [a for a, _ in readings if a is not None]
+    if known and max(known) >= threshold:
+        return Verdict(BUSY, max(known), "; ".join(w for a, w in readings if a is not None and a >= threshold))
+    unknown = [w for a, w in readings if a is None]
+    if unknown:
+        return Verdict(UNKNOWN, None, "; ".join(unknown))
+    return Verdict(IDLE, max(known) if known else 0.0, "; ".join(w for _, w in readings) or "no GPU units")
+
+
+@dataclass(frozen=True)
+class IdleState:
+    """Per container: since when it has been idle, and the recent activity the average runs over."""
+
+    idle_since: float | None = None
+    recent: tuple[tuple[float, float], ...] = ()
+
+
+def track_idle(state: IdleState, v: Verdict, now: float, window: int, threshold: float) -> IdleState:
+    """The idle clock runs while activity averaged over `window` stays below `threshold`.
+
+    Averaging keeps a single busy sample from resetting a long idle spell and a
+    single quiet sample from starting one.  Unknown activity stops the clock.
+    """
+    if v.state == UNKNOWN:
+        return IdleState(None, ())
+    recent = tuple((t, a) for t, a in state.recent if t > now - window) + ((now, v.activity or 0.0),)
+    mean = sum(a for _, a in recent) / len(recent)
+    if mean >= threshold:
+        return IdleState(None, recent)
+    return IdleState(state.idle_since if state.idle_since is not None else now, recent)
+
+
+@dataclass(frozen=True)
+class Deadline:
+    """A stop ds01d will carry out at `at` (epoch seconds, UTC), and why."""
+
+    rule: str                  # idle or runtime
+    at: float
+    reason: str
+
+
+def idle_deadline(idle_since: float | None, started_at: float | None, timeout: int | None, grace: int,
+                  keepalive_mtime: float | None, keepalive_max_age: int, now: float) -> Deadline | None:
+    """When an idle container is stopped: timeout after idle_since, never inside the grace
+    after start, and not while a keep-alive file younger than its maximum age exists."""
+    if timeout is None or idle_since is None:
+        return None
+    at = max(idle_since + timeout, (started_at or idle_since) + grace)
+    reason = f"GPU idle since {_hm(idle_since)} (idle_timeout {_dur(timeout)})"
+    if keepalive_mtime is not None and now - keepalive_mtime <= keepalive_max_age:
+        at = max(at, keepalive_mtime + keepalive_max_age)
+        reason += f"; keep-alive file honoured until {_hm(keepalive_mtime + keepalive_max_age)}"
+    return Deadline("idle", at, reason)
+
+
+def runtime_deadline(started_at: float | None, max_runtime: int | None) -> Deadline | None:
+    if started_at is None or max_runtime is None:
+        return None
+    return Deadline("runtime", started_at + max_runtime,
+                    f"running since {_hm(started_at)} (max_runtime {_dur(max_runtime)})")
+
+
+def warning_due(deadline: Deadline, lead_times: Sequence[int], now: float, sent: set[int]) -> int | None:
+    """The lead time to warn for now, if any: the most urgent one reached and not yet sent.
+
+    Lead times already overtaken (a deadline closer than the longest lead) are not
+    sent late one after another: one warning says how long is left.
+    """
+    if now >= deadline.at:
+        return None
+    reached = [lead for lead in lead_times if now >= deadline.at - lead]
+    if not reached:
+        return None
+    most_urgent = min(reached)
+    return None if most_urgent in sent else most_urgent
+
+
+def hold_end(finished_at: float | None, hold: int | None) -> float | None:
+    """When a stopped container's GPUs are released; None = held until the container is removed."""
+    if finished_at is None or hold is None:
+        return None
+    return finished_at + hold
+
+
+def removal_at(finished_at: float | None, hold: int | None, protected: bool) -> float | None:
+    if finished_at is None or hold is None or protected:
+        return None
+    return finished_at + hold
+
+
+@dataclass(frozen=True)
+class QuotaCheck:
+    used: float                # GPU-equivalents the user holds without this container
+    total: float               # with it
+    quota: float | None
+
+    @property
+    def over(self) -> bool:
+        return self.quota is not None and self.total > self.quota + 1e-6
+
+    def reason(self, user: str) -> str:
+        return (f"{user} would hold {self.total:g} GPU-equivalents with this container "
+                f"({self.used:g} already held) and the quota is {self.quota:g}; "
+                "stop or remove a GPU container first")
+
+
+def quota_check(quota: float | None, held: Iterable[Unit], wanted: Iterable[Unit]) -> QuotaCheck:
+    """GPU-equivalents of the distinct units a user holds (running or on hold), with and without
+    a new container's units."""
+    held_by_uuid = {u.uuid: u for u in held}
+    with_new = {**held_by_uuid, **{u.uuid: u for u in wanted}}
+    return QuotaCheck(gpu_equivalents(held_by_uuid.values()), gpu_equivalents(with_new.values()), quota)
+
+
+def _hm(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _dur(seconds: int) -> str:
+    return format_duration(seconds)
