@@ -53,5 +53,7 @@ def build_record(inspect: Mapping[str, Any], config: Config, today: dt.date, uni
         created_at=docker_time(inspect.get("Created")),
         started_at=docker_time(state.get("StartedAt")),
         finished_at=docker_time(state.get("FinishedAt")),
+        pid=state.get("Pid") or None,
+        protected=((inspect.get("Config") or {}).get("Labels") or {}).get("ds01.protected") == "true",
     )
     return record, limits

@@ -30,11 +30,14 @@ from ds01d.decisions import DecisionLog, JournalSend, journald_send
 from ds01d.docker_adapter import CONNECTION_ERRORS, DockerAdapter, DockerEvent, StreamEnded
 from ds01d.enforcement import (Action, excess_running, max_containers_reason, outside_slice_action,
                                unowned_action)
-from ds01d.limits import EffectiveLimits, slice_properties
+from ds01d.gpu_watch import GpuWatch
+from ds01d.limits import EffectiveLimits, resolve, slice_properties
+from ds01d.nvml import Nvml
 from ds01d.notify import Notifier
 from ds01d.quantities import format_cpus, format_size
 from ds01d.state import ContainerRecord, Store
 from ds01d.systemd_slices import INFINITY, SliceError, SystemdSlices
+from ds01d.tell import run_notify_command, tell_user
 from ds01d.unix_groups import is_local_user, unix_group_members
 
 TICK = 0.2
@@ -47,11 +50,19 @@ _QUIET_ACTIONS = frozenset({"exec_create", "exec_start", "exec_die", "exec_detac
 
 
 @dataclass(frozen=True)
+class WorkerError:
+    """Something a worker thread could not do (a notify command that failed, say)."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class StopDone:
     """A stop that ran on the worker pool, and its error if it failed."""
 
     container: str
     error: str | None
+    removed: bool = False
 
 
 def load_checked_config(path: str, today: dt.date) -> Config:
@@ -78,7 +89,7 @@ class Daemon:
     def __init__(self, config: Config, *, docker_factory: Callable[[], DockerAdapter] = DockerAdapter,
                  slices_factory: Callable[[], SystemdSlices] = SystemdSlices,
                  notifier: Notifier | None = None, send: JournalSend = journald_send,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, nvml_open: Callable[[], Nvml] = Nvml.open):
         self.config = config
         self.docker_factory = docker_factory
         self.slices_factory = slices_factory
@@ -101,6 +112,10 @@ class Daemon:
         self.pending_stops: set[str] = set()
         self.said: set[tuple[str, str, str]] = set()
         self._unix: tuple[float, dict[str, frozenset[str]]] | None = None
+        self._limits: dict[str | None, EffectiveLimits] = {}
+        self.gpus = GpuWatch(self.store, clock, nvml_open)
+        self.next_pass = 0.0
+        self.last_alive = float(self.store.get_meta("last_alive") or 0.0)
 
     # --- the loop -----------------------------------------------------------
 
@@ -109,6 +124,7 @@ class Daemon:
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stop_requested", True))
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "stop_requested", True))
         self.notifier.status("starting: connecting to Docker")
+        self.open_gpus()
         try:
             while not self.stop_requested:
                 self.notifier.watchdog()
@@ -116,6 +132,8 @@ class Daemon:
                     self.connect()
                 if self.reload_requested:
                     self.reload()
+                if self.docker is not None and time.monotonic() >= self.next_pass:
+                    self.sampling_pass()
                 self.notifier.status(self.status_line())
                 self.drain(TICK)
         finally:
@@ -139,16 +157,20 @@ class Daemon:
         elif isinstance(item, StreamEnded):
             if item.generation == self.generation and self.docker is not None:
                 self.disconnected(item.error)
+        elif isinstance(item, WorkerError):
+            self.error(item.message)
         elif isinstance(item, StopDone):
             self.pending_stops.discard(item.container)
             if item.error:
-                self.error(f"stopping {item.container[:12]} failed: {item.error}")
+                verb = "removing" if item.removed else "stopping"
+                self.error(f"{verb} {item.container[:12]} failed: {item.error}")
 
     def shutdown(self) -> None:
         self.notifier.stopping()
         if self.docker is not None:
             self.docker.stop_events()
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.gpus.close()
         if self.slices is not None:
             self.slices.close()
         self.store.close()
@@ -238,7 +260,7 @@ class Daemon:
         if limits is not None:
             self.ensure_slice(limits)
         if record.status == "running":
-            self.enforce(record, limits, info)
+            self.enforce(record, limits, info, trigger)
 
     def say_recorded(self, record: ContainerRecord, previous: ContainerRecord | None) -> None:
         if record.owner:
@@ -284,10 +306,16 @@ class Daemon:
 
     # --- rules -------------------------------------------------------------------
 
-    def enforce(self, record: ContainerRecord, limits: EffectiveLimits | None, info: dict[str, Any]) -> None:
+    def enforce(self, record: ContainerRecord, limits: EffectiveLimits | None, info: dict[str, Any],
+                trigger: str = "start") -> None:
         action = unowned_action(record, self.config.policies)
         if action is not None:
             self.carry_out(record, action, "unowned")
+        if record.wants_gpu and self.just_started(record, trigger):
+            verdict = self.gpus.check_start(record, limits or self.limits_for(record.owner), self.config.policies,
+                                            self.store.live_containers(), self.limits_for)
+            if verdict is not None:
+                self.carry_out(record, Action(verdict[0], verdict[1]), "gpu-start")
         if limits is None:
             return
         owned = [r for r in self.store.containers_of(limits.user) if r.id not in self.pending_stops]
@@ -299,6 +327,13 @@ class Daemon:
         action = outside_slice_action(record, limits, self.config.policies, info.get("HostConfig") or {})
         if action is not None:
             self.carry_out(record, action, "outside-slice")
+
+    def just_started(self, record: ContainerRecord, trigger: str) -> bool:
+        """A start event, or a container that started while ds01d was not watching."""
+        if trigger == "start":
+            return True
+        # On the very first start there is no "before": what runs then is the baseline, not a violation.
+        return trigger == "reconcile" and self.last_alive > 0 and (record.started_at or 0.0) > self.last_alive
 
     def carry_out(self, record: ContainerRecord, action: Action, rule: str) -> None:
         what = (record.id, rule, action.kind)
@@ -313,6 +348,7 @@ class Daemon:
         elif action.kind == "stop" and record.id not in self.pending_stops:
             self.pending_stops.add(record.id)
             self.log.record("stop", action.reason, priority=syslog.LOG_WARNING, details={"rule": rule}, **fields)
+            self.tell(record, "stop", f"stopping {record.name}: {action.reason}", None)
             self.pool.submit(self.stop_worker, record.id, self.config.policies.sigterm_grace)
 
     def cap(self, record: ContainerRecord, action: Action, rule: str, fields: dict[str, Any]) -> None:
@@ -326,6 +362,86 @@ class Daemon:
             self.error(f"capping {record.name}: {exc}", user=record.owner)
             return
         self.log.record("cap", f"{action.reason}; applied {caps}", details={"rule": rule}, **fields)
+
+    # --- GPU passes and the Actuator the GPU watch calls back --------------------------
+
+    def open_gpus(self) -> None:
+        cpu_only = self.gpus.open()
+        if cpu_only is not None:
+            self.log.record("gpu-cpu-only", cpu_only, priority=syslog.LOG_WARNING)
+            return
+        inv = self.gpus.inventory
+        mig = sum(1 for u in inv.units if u.is_mig)
+        self.log.record("gpu-inventory", f"NVML driver {inv.driver}: {len(inv.gpu_indexes)} GPUs, "
+                                         f"{len(inv.units) - mig} whole, {mig} MIG instances",
+                        details={"units": [u.index for u in inv.units], "errors": self.gpus.nvml.errors
+                                 if self.gpus.nvml else {}})
+
+    def sampling_pass(self) -> None:
+        interval = self.config.daemon.sampling_interval
+        self.next_pass = time.monotonic() + interval
+        self._limits.clear()  # Unix groups and override expiry may have moved since the last pass
+        try:
+            self.gpus.run_pass(self.store.live_containers(), self.limits_for, self.config.policies, interval, self)
+        except Exception as exc:  # one bad pass must not take the daemon down; the journal says why
+            self.error(f"sampling pass failed: {type(exc).__name__}: {exc}")
+        self.last_alive = self.clock()
+        self.store.set_meta("last_alive", repr(self.last_alive))
+
+    def limits_for(self, owner: str | None) -> EffectiveLimits:
+        """The owner's limits (an unowned container gets the default group's), cached until reload."""
+        if owner not in self._limits:
+            self._limits[owner] = resolve(self.config, owner or "", self.today(), self.unix_members())
+        return self._limits[owner]
+
+    def stop(self, record: ContainerRecord, reason: str, rule: str) -> None:
+        self.carry_out(record, Action("stop", reason), rule)
+
+    def warn(self, record: ContainerRecord, rule: str, reason: str, deadline: float | None) -> None:
+        self.log.record(f"warn-{rule}", reason, priority=syslog.LOG_WARNING, user=record.owner,
+                        container=record.id, name=record.name, group=record.group, slice_name=record.slice)
+        self.tell(record, f"warn-{rule}", f"{record.name} {reason}", deadline)
+
+    def release(self, record: ContainerRecord, reason: str) -> None:
+        self.log.record("release", reason, user=record.owner, container=record.id, name=record.name,
+                        group=record.group, slice_name=record.slice)
+
+    def remove(self, record: ContainerRecord, reason: str) -> None:
+        if record.id in self.pending_stops:
+            return
+        self.pending_stops.add(record.id)
+        self.log.record("remove", f"{reason}; image {record.image}", priority=syslog.LOG_WARNING,
+                        user=record.owner, container=record.id, name=record.name, group=record.group,
+                        slice_name=record.slice, details={"image": record.image})
+        self.pool.submit(self.remove_worker, record.id)
+
+    def tell(self, record: ContainerRecord, action: str, text: str, deadline: float | None) -> None:
+        """The owner's terminals and the admin's notify command, off the main loop."""
+        argv = self.config.policies.notify_command
+        fields = {"DS01_USER": record.owner or "", "DS01_CONTAINER": record.id, "DS01_CONTAINER_NAME": record.name,
+                  "DS01_ACTION": action, "DS01_REASON": text, "DS01_DEADLINE": "" if deadline is None else
+                  dt.datetime.fromtimestamp(deadline, dt.timezone.utc).isoformat()}
+        self.pool.submit(self.tell_worker, record.owner, text, argv, fields)
+
+    def tell_worker(self, owner: str | None, text: str, argv: tuple[str, ...] | None, fields: dict[str, str]) -> None:
+        if owner:
+            tell_user(owner, text)
+        if argv:
+            error = run_notify_command(argv, fields)
+            if error:
+                self.events.put(WorkerError(error))
+
+    def remove_worker(self, container_id: str) -> None:
+        error = None
+        try:
+            docker = self.docker_factory()
+            try:
+                docker.remove(container_id)
+            finally:
+                docker.close()
+        except Exception as exc:  # reported to the loop, which logs it
+            error = f"{type(exc).__name__}: {exc}"
+        self.events.put(StopDone(container_id, error, removed=True))
 
     def stop_worker(self, container_id: str, grace: int) -> None:
         error = None
@@ -358,6 +474,7 @@ class Daemon:
                             priority=syslog.LOG_WARNING)
         self.config = config
         self._unix = None
+        self._limits.clear()
         self.applied.clear()  # re-assert every slice, even one an admin changed by hand
         self.log.record("reload", f"applied {config.path}")
         if self.docker is not None:

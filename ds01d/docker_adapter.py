@@ -70,6 +70,13 @@ class DockerAdapter:
         except docker.errors.NotFound:
             pass
 
+    def remove(self, container_id: str) -> None:
+        """Remove a stopped container (never forced: a container that started again stays)."""
+        try:
+            self.api.remove_container(container_id)
+        except docker.errors.NotFound:
+            pass
+
     def update_caps(self, container_id: str, cpus: float | None, memory: int | None) -> None:
         """Per-container CPU and memory caps (no swap beyond the memory cap)."""
         kwargs: dict[str, Any] = {}

@@ -56,6 +56,38 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX audit_user ON audit(user, ts);
     """,
+    # 2: GPU state per container, warnings sent, GPU-seconds
+    """
+    ALTER TABLE containers ADD COLUMN pid INTEGER;
+    ALTER TABLE containers ADD COLUMN protected INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE gpu_state (
+        container TEXT PRIMARY KEY,
+        units TEXT NOT NULL DEFAULT '[]',
+        idle_since REAL,
+        verdict TEXT,
+        why TEXT,
+        activity REAL,
+        released REAL,
+        updated REAL NOT NULL
+    );
+    CREATE TABLE warnings (
+        container TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        deadline INTEGER NOT NULL,
+        lead INTEGER NOT NULL,
+        sent REAL NOT NULL,
+        PRIMARY KEY (container, rule, deadline, lead)
+    );
+    CREATE TABLE usage (
+        day TEXT NOT NULL,
+        user TEXT NOT NULL,
+        container TEXT NOT NULL,
+        busy_s REAL NOT NULL DEFAULT 0,
+        idle_s REAL NOT NULL DEFAULT 0,
+        unknown_s REAL NOT NULL DEFAULT 0,
+        PRIMARY KEY (day, user, container)
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -79,6 +111,12 @@ class ContainerRecord:
     created_at: float | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    pid: int | None = None
+    protected: bool = False
+
+    @property
+    def wants_gpu(self) -> bool:
+        return bool(self.gpu_request.get("source"))
 
 
 class StateError(Exception):
@@ -131,17 +169,19 @@ class Store:
         now = time.time() if now is None else now
         self.db.execute(
             """INSERT INTO containers(id, name, image, owner, owner_signal, kind, grp, slice, cgroup_parent,
-                   gpu_request, flags, status, created_at, started_at, finished_at, first_seen, updated)
-               VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                   gpu_request, flags, status, created_at, started_at, finished_at, first_seen, updated,
+                   pid, protected)
+               VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                ON CONFLICT(id) DO UPDATE SET name=excluded.name, image=excluded.image, owner=excluded.owner,
                    owner_signal=excluded.owner_signal, kind=excluded.kind, grp=excluded.grp,
                    slice=excluded.slice, cgroup_parent=excluded.cgroup_parent,
                    gpu_request=excluded.gpu_request, flags=excluded.flags, status=excluded.status,
                    created_at=excluded.created_at, started_at=excluded.started_at,
-                   finished_at=excluded.finished_at, updated=excluded.updated, removed_at=NULL""",
+                   finished_at=excluded.finished_at, updated=excluded.updated, removed_at=NULL,
+                   pid=excluded.pid, protected=excluded.protected""",
             (rec.id, rec.name, rec.image, rec.owner, rec.owner_signal, rec.kind, rec.group, rec.slice,
              rec.cgroup_parent, json.dumps(rec.gpu_request, sort_keys=True), json.dumps(list(rec.flags)),
-             rec.status, rec.created_at, rec.started_at, rec.finished_at, now, now))
+             rec.status, rec.created_at, rec.started_at, rec.finished_at, now, now, rec.pid, int(rec.protected)))
 
     def mark_removed(self, container_id: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -189,13 +229,80 @@ class Store:
                                (user, limit)).fetchall()
 
 
+@dataclass(frozen=True)
+class GpuState:
+    """What ds01d measured and decided about one container's GPUs."""
+
+    container: str
+    units: tuple[str, ...] = ()
+    idle_since: float | None = None
+    verdict: str | None = None
+    why: str | None = None
+    activity: float | None = None
+    released: float | None = None
+
+
+class GpuStore:
+    """The GPU tables: per-container state, warnings sent, GPU-seconds."""
+
+    def __init__(self, store: Store):
+        self.db = store.db
+
+    def get(self, container: str) -> GpuState:
+        row = self.db.execute("SELECT * FROM gpu_state WHERE container=?", (container,)).fetchone()
+        if row is None:
+            return GpuState(container)
+        return GpuState(container, tuple(json.loads(row["units"])), row["idle_since"], row["verdict"], row["why"],
+                        row["activity"], row["released"])
+
+    def all(self) -> dict[str, GpuState]:
+        return {r["container"]: GpuState(r["container"], tuple(json.loads(r["units"])), r["idle_since"],
+                                         r["verdict"], r["why"], r["activity"], r["released"])
+                for r in self.db.execute("SELECT * FROM gpu_state")}
+
+    def put(self, state: GpuState, now: float) -> None:
+        self.db.execute(
+            """INSERT INTO gpu_state(container, units, idle_since, verdict, why, activity, released, updated)
+               VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(container) DO UPDATE SET units=excluded.units,
+               idle_since=excluded.idle_since, verdict=excluded.verdict, why=excluded.why,
+               activity=excluded.activity, released=excluded.released, updated=excluded.updated""",
+            (state.container, json.dumps(list(state.units)), state.idle_since, state.verdict, state.why,
+             state.activity, state.released, now))
+
+    def warned(self, container: str, rule: str, deadline: float) -> set[int]:
+        rows = self.db.execute("SELECT lead FROM warnings WHERE container=? AND rule=? AND deadline=?",
+                               (container, rule, int(deadline)))
+        return {r[0] for r in rows}
+
+    def add_warning(self, container: str, rule: str, deadline: float, lead: int, now: float) -> None:
+        self.db.execute("INSERT OR IGNORE INTO warnings(container, rule, deadline, lead, sent) VALUES(?,?,?,?,?)",
+                        (container, rule, int(deadline), lead, now))
+
+    def first_warned(self, container: str, rule: str) -> float | None:
+        row = self.db.execute("SELECT min(sent) FROM warnings WHERE container=? AND rule=?", (container, rule))
+        return row.fetchone()[0]
+
+    def add_usage(self, day: str, user: str, container: str, state: str, gpu_seconds: float) -> None:
+        column = {"busy": "busy_s", "idle": "idle_s"}.get(state, "unknown_s")
+        self.db.execute(f"INSERT INTO usage(day, user, container, {column}) VALUES(?,?,?,?) "
+                        f"ON CONFLICT(day, user, container) DO UPDATE SET {column}={column}+excluded.{column}",
+                        (day, user, container, gpu_seconds))
+
+    def usage_by_user(self, since_day: str) -> list[sqlite3.Row]:
+        return self.db.execute(
+            """SELECT user, count(DISTINCT container) AS containers, sum(busy_s) AS busy_s, sum(idle_s) AS idle_s,
+                      sum(unknown_s) AS unknown_s FROM usage WHERE day >= ? GROUP BY user
+               ORDER BY sum(busy_s + idle_s + unknown_s) DESC""", (since_day,)).fetchall()
+
+
 def _record(row: sqlite3.Row) -> ContainerRecord:
     return ContainerRecord(
         id=row["id"], name=row["name"], image=row["image"], owner=row["owner"],
         owner_signal=row["owner_signal"], kind=row["kind"], group=row["grp"], slice=row["slice"],
         cgroup_parent=row["cgroup_parent"], gpu_request=json.loads(row["gpu_request"]),
         flags=tuple(json.loads(row["flags"])), status=row["status"], created_at=row["created_at"],
-        started_at=row["started_at"], finished_at=row["finished_at"])
+        started_at=row["started_at"], finished_at=row["finished_at"], pid=row["pid"],
+        protected=bool(row["protected"]))
 
 
 class _Transaction:

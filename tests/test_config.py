@@ -82,19 +82,19 @@ def test_unknown_keys_at_every_level():
         "state_dir, socket_path)",
         "/etc/ds01/ds01.yaml:3: policies: unknown key 'idle_treshold' (known: idle_threshold, idle_window, "
         "grace_after_start, warning_lead_times, keep_alive_file, keep_alive_max_age, gpus_all, unowned, "
-        "outside_slice, sigterm_grace)",
+        "outside_slice, sigterm_grace, notify_command)",
         "/etc/ds01/ds01.yaml:4: defaults.idle_timeout: unknown container kind 'jupyter' "
         "(kinds: docker, compose, devcontainer, ds01)",
         "/etc/ds01/ds01.yaml:4: defaults: unknown key 'cpu' (known: cpus, memory_max, memory_high, "
-        "tasks_max, container_cpus, container_memory, container_shm_size, gpu_quota, max_containers, "
+        "tasks_max, container_cpus, container_memory, container_shm_size, container_gpu_memory, gpu_quota, max_containers, "
         "priority, idle_timeout, max_runtime, gpu_hold_after_stop, container_hold_after_stop)",
         "/etc/ds01/ds01.yaml:6: groups.students: unknown key 'memebers' (known: members, unix_group, cpus, "
         "memory_max, memory_high, tasks_max, container_cpus, container_memory, container_shm_size, "
-        "gpu_quota, max_containers, priority, idle_timeout, max_runtime, gpu_hold_after_stop, "
+        "container_gpu_memory, gpu_quota, max_containers, priority, idle_timeout, max_runtime, gpu_hold_after_stop, "
         "container_hold_after_stop)",
         "/etc/ds01/ds01.yaml:8: user_overrides.bob: unknown key 'gpus' (known: reason, expires, group, cpus, "
         "memory_max, memory_high, tasks_max, container_cpus, container_memory, container_shm_size, "
-        "gpu_quota, max_containers, priority, idle_timeout, max_runtime, gpu_hold_after_stop, "
+        "container_gpu_memory, gpu_quota, max_containers, priority, idle_timeout, max_runtime, gpu_hold_after_stop, "
         "container_hold_after_stop)",
     ]
 
@@ -131,6 +131,10 @@ def test_wrong_values_in_defaults(line, message):
     ("policies: {warning_lead_times: 5m}", "1: policies.warning_lead_times: expected a list of durations "
      "like [15m, 5m], not '5m'"),
     ("policies: 3", "1: policies: expected a mapping of keys to values"),
+    ("policies: {notify_command: notify}", "1: policies.notify_command: expected a command as a list of "
+     "strings, like [/usr/local/bin/notify, --to, admins], not 'notify'"),
+    ("policies: {notify_command: [notify]}", "1: policies.notify_command: expected an absolute path, "
+     "not 'notify'"),
     ("- a\n- b", "1: top level: expected a mapping of keys to values"),
     ("defaults: {cpus: 2}\ndefaults: {cpus: 3}", "2: top level: duplicate key 'defaults' (first on line 1)"),
     ("defaults:\n  memory_max: 8G\n  memory_high: 16G",

@@ -21,7 +21,7 @@ KINDS: tuple[str, ...] = ("docker", "compose", "devcontainer", "ds01")
 #: for each of their containers.
 SCALAR_KEYS: tuple[str, ...] = (
     "cpus", "memory_max", "memory_high", "tasks_max",
-    "container_cpus", "container_memory", "container_shm_size",
+    "container_cpus", "container_memory", "container_shm_size", "container_gpu_memory",
     "gpu_quota", "max_containers", "priority",
 )
 
@@ -85,6 +85,7 @@ class Policies:
     unowned: UnownedPolicy = UnownedPolicy.WARN
     outside_slice: OutsideSlicePolicy = OutsideSlicePolicy.CAP
     sigterm_grace: int = 30
+    notify_command: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ BUILTIN_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "container_cpus": None,
     "container_memory": None,
     "container_shm_size": None,
+    "container_gpu_memory": None,
     "gpu_quota": 1.0,
     "max_containers": 3,
     "priority": 10,

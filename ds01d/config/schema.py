@@ -110,6 +110,15 @@ def date(value: Any) -> dt.date:
     raise ValueError(f"expected a date like 2026-12-31, not {value!r}")
 
 
+def command(value: Any) -> tuple[str, ...]:
+    """An argv list whose first word is an absolute path (no shell, no PATH lookup)."""
+    if not isinstance(value, list) or not value or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"expected a command as a list of strings, like [/usr/local/bin/notify, --to, admins], "
+                         f"not {value!r}")
+    abs_path(value[0])
+    return tuple(value)
+
+
 def choice(enum: type[E]) -> Callable[[Any], E]:
     def parse(value: Any) -> E:
         try:
@@ -135,6 +144,7 @@ SCALAR_PARSERS: dict[str, Parser] = {
     "container_cpus": nullable(cpus),
     "container_memory": nullable(size),
     "container_shm_size": nullable(size),
+    "container_gpu_memory": nullable(size),
     "gpu_quota": nullable(number(0)),
     "max_containers": nullable(integer(0)),
     "priority": integer(0, 100),
@@ -160,6 +170,7 @@ POLICY_PARSERS: dict[str, Parser] = {
     "unowned": choice(UnownedPolicy),
     "outside_slice": choice(OutsideSlicePolicy),
     "sigterm_grace": duration,
+    "notify_command": nullable(command),
 }
 
 GROUP_OWN_KEYS = ("members", "unix_group")

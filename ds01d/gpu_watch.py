@@ -1,0 +1,270 @@
+"""GPU truth and the lifecycle timers, run by the daemon's main loop.
+
+Each sampling pass reads NVML once, attributes GPU processes to containers
+through /proc/<pid>/cgroup, judges every running GPU container (busy, idle or
+unknown), moves its idle clock, and fires what is due: warnings, idle and
+runtime stops, hold releases and removals.  The decisions come from
+`ds01d.lifecycle`; this module gathers the facts and persists what the next
+pass (or the next daemon) needs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+from typing import Callable, Iterable, Protocol
+
+from ds01d.config import GpusAllPolicy, Policies
+from ds01d.gpu_request import GpuRequest
+from ds01d.gpus import Inventory, Unit, UnitSample, container_of_cgroup, gpu_equivalents, resolve_request
+from ds01d.lifecycle import (UNKNOWN, Deadline, IdleState, Verdict, hold_end, idle_deadline, quota_check,
+                             removal_at, runtime_deadline, track_idle, verdict, warning_due)
+from ds01d.limits import EffectiveLimits
+from ds01d.nvml import Nvml, NvmlUnavailable
+from ds01d.quantities import format_duration, format_size
+from ds01d.state import ContainerRecord, GpuState, GpuStore, Store
+
+INVENTORY_EVERY = 30          # passes between inventory refreshes (MIG layouts change rarely)
+STOPPED = ("exited", "dead")
+
+
+class Actuator(Protocol):
+    """What the daemon does on this module's behalf."""
+
+    def stop(self, record: ContainerRecord, reason: str, rule: str) -> None: ...
+    def remove(self, record: ContainerRecord, reason: str) -> None: ...
+    def warn(self, record: ContainerRecord, rule: str, reason: str, deadline: float | None) -> None: ...
+    def release(self, record: ContainerRecord, reason: str) -> None: ...
+
+
+def utc(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def request_of(record: ContainerRecord) -> GpuRequest:
+    r = record.gpu_request
+    return GpuRequest(bool(r.get("all_gpus")), tuple(r.get("device_ids") or ()), int(r.get("count") or 0),
+                      r.get("source"))
+
+
+class GpuWatch:
+    """NVML session, inventory and idle clocks; one instance per daemon."""
+
+    def __init__(self, store: Store, clock: Callable[[], float], nvml_open: Callable[[], Nvml] = Nvml.open,
+                 proc: str = "/proc"):
+        self.gpu = GpuStore(store)
+        self.clock = clock
+        self.nvml_open = nvml_open
+        self.proc = proc
+        self.nvml: Nvml | None = None
+        self.cpu_only: str | None = None
+        self.inventory = Inventory()
+        self.idle: dict[str, IdleState] = {}
+        self.samples: dict[str, UnitSample] = {}
+        self.passes = 0
+        self.last_pass: float | None = None
+
+    # --- NVML ---------------------------------------------------------------------
+
+    def open(self) -> str | None:
+        """Start NVML; the reason when the host is CPU-only (said once by the caller)."""
+        try:
+            self.nvml = self.nvml_open()
+            self.inventory = self.nvml.inventory()
+        except NvmlUnavailable as exc:
+            self.nvml, self.cpu_only = None, f"{exc}; running CPU-only (no GPU activity, quotas or holds)"
+        return self.cpu_only
+
+    def close(self) -> None:
+        if self.nvml is not None:
+            self.nvml.close()
+
+    def units_of(self, record: ContainerRecord) -> tuple[list[Unit], list[str]]:
+        return resolve_request(request_of(record), self.inventory)
+
+    def _sample(self) -> dict[str, UnitSample]:
+        if self.nvml is None:
+            return {}
+        if self.passes % INVENTORY_EVERY == 0:
+            self.inventory = self.nvml.inventory()
+        return {s.uuid: s for s in self.nvml.sample(self.inventory)}
+
+    def _container_of_pid(self, pid: int) -> str | None:
+        try:
+            with open(f"{self.proc}/{pid}/cgroup", encoding="utf-8") as f:
+                return container_of_cgroup(f.read())
+        except OSError:
+            return None
+
+    def _pids_by_container(self) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        for sample in self.samples.values():
+            for p in sample.processes:
+                cid = self._container_of_pid(p.pid)
+                if cid:
+                    out.setdefault(cid, []).append(p.pid)
+        return out
+
+    # --- at start -------------------------------------------------------------------
+
+    def holds(self, records: Iterable[ContainerRecord], limits_for: Callable[[str | None], EffectiveLimits],
+              now: float) -> list[tuple[ContainerRecord, tuple[str, ...], float | None]]:
+        """(stopped container, its unit uuids, hold end or None for "until removed") of every live hold."""
+        states = self.gpu.all()
+        out = []
+        for rec in records:
+            st = states.get(rec.id)
+            if rec.status not in STOPPED or st is None or not st.units or st.released is not None:
+                continue
+            end = hold_end(rec.finished_at, limits_for(rec.owner).lifecycle("gpu_hold_after_stop", rec.kind))
+            if end is None or now < end:
+                out.append((rec, st.units, end))
+        return out
+
+    def check_start(self, record: ContainerRecord, limits: EffectiveLimits, policies: Policies,
+                    others: list[ContainerRecord], limits_for: Callable[[str | None], EffectiveLimits]
+                    ) -> tuple[str, str] | None:
+        """("stop" or "warn", reason) for a GPU container that just started, or None when it may run."""
+        units, unknown = self.units_of(record)
+        now = self.clock()
+        self.gpu.put(GpuState(record.id, tuple(u.uuid for u in units)), now)
+        if record.gpu_request.get("all_gpus") and policies.gpus_all is not GpusAllPolicy.ALLOW:
+            reason = ("started with --gpus all; ask for devices instead (--gpus device=N, or `ds01 run`), "
+                      "so that others can use the rest")
+            return ("stop" if policies.gpus_all is GpusAllPolicy.STOP else "warn"), reason
+        by_uuid = self.inventory.by_uuid()
+        mine = {u.uuid for u in units}
+        for rec, held, end in self.holds(others, limits_for, now):
+            clash = mine & set(held)
+            if rec.owner != record.owner and clash:
+                names = ", ".join(sorted(by_uuid[u].index if u in by_uuid else u for u in clash))
+                until = utc(end) if end is not None else "its container is removed"
+                return "stop", (f"GPU {names} is held for {rec.owner} until {until} (stopped container "
+                                f"{rec.name}); pick a free device (ds01-gpu-status)")
+        held_units = self._held_by(record, others, limits_for, now)
+        check = quota_check(limits["gpu_quota"], held_units, units)
+        if check.over:
+            return "stop", check.reason(record.owner or "this user")
+        if unknown:
+            return "warn", f"asks for GPU {', '.join(unknown)}, which this host does not have"
+        return None
+
+    def _held_by(self, record: ContainerRecord, others: list[ContainerRecord],
+                 limits_for: Callable[[str | None], EffectiveLimits], now: float) -> list[Unit]:
+        """Units the owner holds through their other containers: running ones and stopped ones on hold."""
+        by_uuid = self.inventory.by_uuid()
+        states = self.gpu.all()
+        held: list[str] = []
+        for rec in others:
+            if rec.owner != record.owner or rec.id == record.id:
+                continue
+            if rec.status == "running" and rec.id in states:
+                held.extend(states[rec.id].units)
+        held.extend(u for rec, units, _ in self.holds(others, limits_for, now)
+                    if rec.owner == record.owner and rec.id != record.id for u in units)
+        return [by_uuid[u] for u in dict.fromkeys(held) if u in by_uuid]
+
+    # --- each pass --------------------------------------------------------------------
+
+    def run_pass(self, records: list[ContainerRecord], limits_for: Callable[[str | None], EffectiveLimits],
+                 policies: Policies, interval: int, act: Actuator) -> None:
+        now = self.clock()
+        self.samples = self._sample()
+        self.passes += 1
+        elapsed = min(now - self.last_pass, 2 * interval) if self.last_pass else 0.0
+        self.last_pass = now
+        pids = self._pids_by_container()
+        running = set()
+        for rec in records:
+            if not rec.wants_gpu:
+                continue
+            limits = limits_for(rec.owner)
+            if rec.status == "running":
+                running.add(rec.id)
+                self._running(rec, limits, policies, pids.get(rec.id, []), now, elapsed, act)
+            elif rec.status in STOPPED:
+                self._stopped(rec, limits, now, act)
+        for cid in set(self.idle) - running:
+            del self.idle[cid]
+
+    def _running(self, rec: ContainerRecord, limits: EffectiveLimits, policies: Policies, pids: list[int],
+                 now: float, elapsed: float, act: Actuator) -> None:
+        units, _ = self.units_of(rec)
+        previous = self.gpu.get(rec.id)
+        if self.nvml is None:
+            v = Verdict(UNKNOWN, None, self.cpu_only or "no NVML")
+        else:
+            v = verdict(units, self.samples, pids, policies.idle_threshold)
+        state = self.idle.get(rec.id) or IdleState(previous.idle_since)
+        state = track_idle(state, v, now, policies.idle_window, policies.idle_threshold)
+        self.idle[rec.id] = state
+        self.gpu.put(GpuState(rec.id, tuple(u.uuid for u in units), state.idle_since, v.state, v.why, v.activity),
+                     now)
+        if rec.owner and elapsed:
+            day = dt.datetime.fromtimestamp(now, dt.timezone.utc).date().isoformat()
+            self.gpu.add_usage(day, rec.owner, rec.id, v.state, elapsed * gpu_equivalents(units))
+        deadlines = self.deadlines(rec, limits, policies, state.idle_since, now)
+        for d in deadlines:
+            if now >= d.at:
+                act.stop(rec, d.reason, d.rule)
+                return
+            lead = warning_due(d, policies.warning_lead_times, now, self.gpu.warned(rec.id, d.rule, d.at))
+            if lead is not None:
+                self.gpu.add_warning(rec.id, d.rule, d.at, lead, now)
+                act.warn(rec, d.rule, f"will be stopped at {utc(d.at)} (in {format_duration(int(d.at - now))}): "
+                                      f"{d.reason}", d.at)
+        self._gpu_memory(rec, limits, units, pids, policies, now, act)
+
+    def deadlines(self, rec: ContainerRecord, limits: EffectiveLimits, policies: Policies,
+                  idle_since: float | None, now: float) -> list[Deadline]:
+        """The stops ahead of a running GPU container, earliest first."""
+        found = [
+            idle_deadline(idle_since, rec.started_at, limits.lifecycle("idle_timeout", rec.kind),
+                          policies.grace_after_start, self._keepalive_mtime(rec, policies),
+                          policies.keep_alive_max_age, now),
+            runtime_deadline(rec.started_at, limits.lifecycle("max_runtime", rec.kind)),
+        ]
+        return sorted((d for d in found if d is not None), key=lambda d: d.at)
+
+    def _keepalive_mtime(self, rec: ContainerRecord, policies: Policies) -> float | None:
+        """mtime of the keep-alive file inside the container, read through its root."""
+        if policies.keep_alive_file is None or not rec.pid:
+            return None
+        try:
+            return os.stat(f"{self.proc}/{rec.pid}/root{policies.keep_alive_file}").st_mtime
+        except OSError:
+            return None
+
+    def _gpu_memory(self, rec: ContainerRecord, limits: EffectiveLimits, units: list[Unit], pids: list[int],
+                    policies: Policies, now: float, act: Actuator) -> None:
+        """On shared whole GPUs: over `container_gpu_memory` is warned, and stopped if still over
+        after the shortest warning lead time."""
+        cap = limits["container_gpu_memory"]
+        if cap is None:
+            return
+        used = sum(p.used_memory or 0 for u in units if not u.is_mig and u.uuid in self.samples
+                   for p in self.samples[u.uuid].processes if p.pid in pids)
+        if used <= cap:
+            return
+        first = self.gpu.first_warned(rec.id, "gpu-memory")
+        reason = f"uses {format_size(used)} of GPU memory; container_gpu_memory is {format_size(cap)}"
+        grace = min(policies.warning_lead_times, default=0)
+        if first is None:
+            self.gpu.add_warning(rec.id, "gpu-memory", 0, 0, now)
+            act.warn(rec, "gpu-memory", f"{reason}; it will be stopped if still over in {format_duration(grace)}",
+                     now + grace)
+        elif now >= first + grace:
+            act.stop(rec, reason, "gpu-memory")
+
+    def _stopped(self, rec: ContainerRecord, limits: EffectiveLimits, now: float, act: Actuator) -> None:
+        state = self.gpu.get(rec.id)
+        end = hold_end(rec.finished_at, limits.lifecycle("gpu_hold_after_stop", rec.kind))
+        if state.units and state.released is None and end is not None and now >= end:
+            self.gpu.put(dataclasses.replace(state, released=now), now)
+            act.release(rec, f"GPU hold ended (stopped at {utc(rec.finished_at or now)}); "
+                             "its devices are free for others")
+        remove = removal_at(rec.finished_at, limits.lifecycle("container_hold_after_stop", rec.kind), rec.protected)
+        if remove is not None and now >= remove:
+            act.remove(rec, f"stopped since {utc(rec.finished_at or now)}, longer than container_hold_after_stop "
+                            f"({format_duration(int(remove - (rec.finished_at or remove)))})")
