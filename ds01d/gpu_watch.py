@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import os
 from typing import Callable, Iterable, Protocol
 
@@ -212,7 +213,7 @@ class GpuWatch:
             lead = warning_due(d, policies.warning_lead_times, now, self.gpu.warned(rec.id, d.rule, d.at))
             if lead is not None:
                 self.gpu.add_warning(rec.id, d.rule, d.at, lead, now)
-                act.warn(rec, d.rule, f"will be stopped at {utc(d.at)} (in {format_duration(int(d.at - now))}): "
+                act.warn(rec, d.rule, f"will be stopped at {utc(d.at)} (in {format_duration(math.ceil(d.at - now))}): "
                                       f"{d.reason}", d.at)
         self._gpu_memory(rec, limits, units, pids, policies, now, act)
 

@@ -23,11 +23,12 @@ WATCHDOG_SEC = 3
 class Service:
     """ds01d.service in `box`, with its config file and state database reachable from the host."""
 
-    def __init__(self, box: Any, config_text: str):
+    def __init__(self, box: Any, config_text: str, fake_nvml: bool = False):
         self.box = box
         self.dir = Path(box.state_dir) / "ds01d"
         self.state_dir = self.dir / "state"
         self.config_path = self.dir / "ds01.yaml"
+        self.nvml_scenario = self.dir / "nvml.json" if fake_nvml else None
         self.dir.mkdir(parents=True, exist_ok=True)
         self.write_config(config_text)
         self.install()
@@ -48,6 +49,7 @@ class Service:
             f"ReadWritePaths={self.dir}",
             "RestartSec=200ms",
             f"Environment=PYTHONPATH={REPO}",
+            f"Environment=DS01D_FAKE_NVML={self.nvml_scenario}" if self.nvml_scenario else "",
             "",
         ])
         self.box.install_unit(f"{UNIT}.d/box.conf", dropin)
@@ -62,6 +64,7 @@ class Service:
     def reset(self, config_text: str) -> None:
         """A fresh daemon: stopped, state wiped, new config, started (READY = reconciled)."""
         self.stop()
+        self.install()
         self.box.run(["systemctl", "reset-failed", UNIT], check=False)
         for name in ("state.db", "state.db-wal", "state.db-shm"):
             (self.state_dir / name).unlink(missing_ok=True)
@@ -90,6 +93,11 @@ class Service:
             rec = self.record(container_id)
             return rec if rec and all(rec.get(k) == v for k, v in expect.items()) else None
         return self.box.wait_until(matches, timeout, what=f"record of {container_id[:12]} with {expect}")
+
+    def gpu_state(self, container_id: str) -> dict[str, Any] | None:
+        with self.db() as db:
+            row = db.execute("SELECT * FROM gpu_state WHERE container=?", (container_id,)).fetchone()
+        return dict(row) if row else None
 
     def decisions(self, **fields: str) -> list[dict[str, Any]]:
         """ds01d's journal entries matching DS01_* `fields` (e.g. DS01_USER='alice')."""
