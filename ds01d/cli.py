@@ -98,6 +98,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_daemon(args.config)
 
 
+def cmd_usage(args: argparse.Namespace) -> int:
+    """GPU-seconds per user from the state database, busy and idle, since a day."""
+    from ds01d.quantities import parse_duration
+    from ds01d.state import GpuStore, StateError, Store
+
+    try:
+        config = load_config(args.config)
+        since = parse_duration(args.since)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_PROBLEM
+    except ValueError as exc:
+        print(f"ds01d usage: --since: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    path = f"{config.daemon.state_dir}/state.db"
+    try:
+        store = Store(path, readonly=True)
+    except (StateError, OSError) as exc:
+        print(f"ds01d usage: cannot read {path}: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    first_day = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=since)).date()
+    rows = GpuStore(store).usage_by_user(first_day.isoformat())
+    store.close()
+    users = [{"user": r["user"], "containers": r["containers"], "busy_gpu_seconds": round(r["busy_s"], 1),
+              "idle_gpu_seconds": round(r["idle_s"], 1), "unknown_gpu_seconds": round(r["unknown_s"], 1)}
+             for r in rows]
+    if args.json:
+        print(json.dumps({"since": first_day.isoformat(), "users": users}, indent=2))
+        return EXIT_OK
+    print(f"GPU time since {first_day} (UTC), in GPU-hours (a MIG instance counts as its share of a GPU)")
+    print(f"{'user':<20} {'containers':>10} {'busy':>9} {'idle':>9} {'unknown':>9} {'idle %':>7}")
+    for u in users:
+        total = u["busy_gpu_seconds"] + u["idle_gpu_seconds"] + u["unknown_gpu_seconds"]
+        idle_pct = f"{100 * u['idle_gpu_seconds'] / total:.0f}%" if total else "-"
+        print(f"{u['user']:<20} {u['containers']:>10} {u['busy_gpu_seconds'] / 3600:>9.2f} "
+              f"{u['idle_gpu_seconds'] / 3600:>9.2f} {u['unknown_gpu_seconds'] / 3600:>9.2f} {idle_pct:>7}")
+    if not users:
+        print("(no GPU use recorded)")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ds01d", description="ds01d: fair sharing of a multi-user GPU server's Docker containers.")
@@ -125,6 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--apply", action="store_true",
                      help="create or update the user's slice with these limits now (root)")
     p.set_defaults(func=cmd_limits)
+
+    p = sub.add_parser("usage", help="GPU time per user, busy and idle (for cost tracking)")
+    p.add_argument("--since", default="7d", metavar="DURATION", help="how far back (default 7d)")
+    p.add_argument("--config", default=DEFAULT_PATH, metavar="PATH",
+                   help=f"config file (default {DEFAULT_PATH})")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_usage)
     return parser
 
 

@@ -126,10 +126,16 @@ class StateError(Exception):
 class Store:
     """The state database at `path`, created and migrated on open."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, readonly: bool = False):
+        self.path = path
+        if readonly:
+            if not os.path.exists(path):
+                raise StateError("no state database yet (has ds01d run?)")
+            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            self.db.row_factory = sqlite3.Row
+            return
         if path != ":memory:":
             os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-        self.path = path
         self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.row_factory = sqlite3.Row
         self.db.execute("PRAGMA journal_mode=WAL")

@@ -74,3 +74,33 @@ def test_usage_errors_exit_2(argv, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2
+
+
+def test_usage_reports_gpu_seconds_per_user(tmp_path, capsys):
+    import datetime as dt
+
+    from ds01d.state import GpuStore, Store
+
+    cfg = tmp_path / "ds01.yaml"
+    cfg.write_text(f"daemon: {{state_dir: {tmp_path}/state}}\n")
+    gpu = GpuStore(Store(f"{tmp_path}/state/state.db"))
+    today = dt.datetime.now(dt.timezone.utc).date()
+    gpu.add_usage(today.isoformat(), "alice", "c1", "busy", 3600)
+    gpu.add_usage(today.isoformat(), "alice", "c1", "idle", 1800)
+    gpu.add_usage(today.isoformat(), "alice", "c2", "unknown", 360)
+    gpu.add_usage((today - dt.timedelta(days=30)).isoformat(), "bob", "c3", "busy", 7200)
+    assert main(["usage", "--config", str(cfg), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["users"] == [{"user": "alice", "containers": 2, "busy_gpu_seconds": 3600.0,
+                              "idle_gpu_seconds": 1800.0, "unknown_gpu_seconds": 360.0}]
+    assert main(["usage", "--config", str(cfg), "--since", "60d"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].split() == ["bob", "1", "2.00", "0.00", "0.00", "0%"]
+    assert lines[3].split() == ["alice", "2", "1.00", "0.50", "0.10", "31%"]
+
+
+def test_usage_without_a_database_says_so(tmp_path, capsys):
+    cfg = tmp_path / "ds01.yaml"
+    cfg.write_text(f"daemon: {{state_dir: {tmp_path}/none}}\n")
+    assert main(["usage", "--config", str(cfg)]) == 1
+    assert "no state database yet" in capsys.readouterr().err
