@@ -41,6 +41,7 @@ from ds01d.tell import run_notify_command, tell_user
 from ds01d.unix_groups import is_local_user, unix_group_members
 
 TICK = 0.2
+STATUS_EVERY = 1.0            # seconds between STATUS= refreshes (a query over every container)
 MAX_BACKOFF = 30.0
 UNIX_CACHE_SECONDS = 60.0
 #: Event actions that say nothing about a container's owner, limits or state.
@@ -115,6 +116,7 @@ class Daemon:
         self._limits: dict[str | None, EffectiveLimits] = {}
         self.gpus = GpuWatch(self.store, clock, nvml_open)
         self.next_pass = 0.0
+        self.next_status = 0.0
         self.last_alive = float(self.store.get_meta("last_alive") or 0.0)
 
     # --- the loop -----------------------------------------------------------
@@ -134,7 +136,9 @@ class Daemon:
                     self.reload()
                 if self.docker is not None and time.monotonic() >= self.next_pass:
                     self.sampling_pass()
-                self.notifier.status(self.status_line())
+                if time.monotonic() >= self.next_status:
+                    self.next_status = time.monotonic() + STATUS_EVERY
+                    self.notifier.status(self.status_line())
                 self.drain(TICK)
         finally:
             self.shutdown()

@@ -54,6 +54,7 @@ class GpuWatch:
 
     def __init__(self, store: Store, clock: Callable[[], float], nvml_open: Callable[[], Nvml] = Nvml.open,
                  proc: str = "/proc"):
+        self.store = store
         self.gpu = GpuStore(store)
         self.clock = clock
         self.nvml_open = nvml_open
@@ -63,6 +64,7 @@ class GpuWatch:
         self.inventory = Inventory()
         self.idle: dict[str, IdleState] = {}
         self.samples: dict[str, UnitSample] = {}
+        self._states: dict[str, GpuState] = {}
         self.passes = 0
         self.last_pass: float | None = None
 
@@ -176,23 +178,25 @@ class GpuWatch:
         elapsed = min(now - self.last_pass, 2 * interval) if self.last_pass else 0.0
         self.last_pass = now
         pids = self._pids_by_container()
+        self._states = self.gpu.all()
         running = set()
-        for rec in records:
-            if not rec.wants_gpu:
-                continue
-            limits = limits_for(rec.owner)
-            if rec.status == "running":
-                running.add(rec.id)
-                self._running(rec, limits, policies, pids.get(rec.id, []), now, elapsed, act)
-            elif rec.status in STOPPED:
-                self._stopped(rec, limits, now, act)
+        with self.store.transaction():  # one commit per pass, not one per container
+            for rec in records:
+                if not rec.wants_gpu:
+                    continue
+                limits = limits_for(rec.owner)
+                if rec.status == "running":
+                    running.add(rec.id)
+                    self._running(rec, limits, policies, pids.get(rec.id, []), now, elapsed, act)
+                elif rec.status in STOPPED:
+                    self._stopped(rec, limits, now, act)
         for cid in set(self.idle) - running:
             del self.idle[cid]
 
     def _running(self, rec: ContainerRecord, limits: EffectiveLimits, policies: Policies, pids: list[int],
                  now: float, elapsed: float, act: Actuator) -> None:
         units, _ = self.units_of(rec)
-        previous = self.gpu.get(rec.id)
+        previous = self._states.get(rec.id) or GpuState(rec.id)
         if self.nvml is None:
             v = Verdict(UNKNOWN, None, self.cpu_only or "no NVML")
         else:
@@ -259,7 +263,7 @@ class GpuWatch:
             act.stop(rec, reason, "gpu-memory")
 
     def _stopped(self, rec: ContainerRecord, limits: EffectiveLimits, now: float, act: Actuator) -> None:
-        state = self.gpu.get(rec.id)
+        state = self._states.get(rec.id) or GpuState(rec.id)
         end = hold_end(rec.finished_at, limits.lifecycle("gpu_hold_after_stop", rec.kind))
         if state.units and state.released is None and end is not None and now >= end:
             self.gpu.put(dataclasses.replace(state, released=now), now)

@@ -9,6 +9,7 @@ screen: "the hardware cannot tell" is not "idle".
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
@@ -65,7 +66,12 @@ class Inventory:
     driver: str | None = None
 
     def by_uuid(self) -> dict[str, Unit]:
-        return {u.uuid: u for u in self.units}
+        return _by_uuid(self.units)
+
+
+@functools.lru_cache(maxsize=8)
+def _by_uuid(units: tuple[Unit, ...]) -> dict[str, Unit]:
+    return {u.uuid: u for u in units}
 
 
 _CONTAINER_ID = re.compile(r"(?:docker-|/docker/|/)([0-9a-f]{64})(?:\.scope)?(?:/|$)")

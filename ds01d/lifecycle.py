@@ -75,11 +75,26 @@ def track_idle(state: IdleState, v: Verdict, now: float, window: int, threshold:
 
 @dataclass(frozen=True)
 class Deadline:
-    """A stop ds01d will carry out at `at` (epoch seconds, UTC), and why."""
+    """A stop ds01d will carry out at `at` (epoch seconds, UTC), and why.
+
+    The reason is written out only when asked for: most passes compute every
+    deadline and need none of the sentences.
+    """
 
     rule: str                  # idle or runtime
     at: float
-    reason: str
+    since: float               # idle since, or running since
+    limit: int                 # the timeout that applies
+    keepalive_until: float | None = None
+
+    @property
+    def reason(self) -> str:
+        if self.rule == "idle":
+            text = f"GPU idle since {_hm(self.since)} (idle_timeout {_dur(self.limit)})"
+            if self.keepalive_until is not None:
+                text += f"; keep-alive file honoured until {_hm(self.keepalive_until)}"
+            return text
+        return f"running since {_hm(self.since)} (max_runtime {_dur(self.limit)})"
 
 
 def idle_deadline(idle_since: float | None, started_at: float | None, timeout: int | None, grace: int,
@@ -89,18 +104,17 @@ def idle_deadline(idle_since: float | None, started_at: float | None, timeout: i
     if timeout is None or idle_since is None:
         return None
     at = max(idle_since + timeout, (started_at or idle_since) + grace)
-    reason = f"GPU idle since {_hm(idle_since)} (idle_timeout {_dur(timeout)})"
+    keepalive_until = None
     if keepalive_mtime is not None and now - keepalive_mtime <= keepalive_max_age:
-        at = max(at, keepalive_mtime + keepalive_max_age)
-        reason += f"; keep-alive file honoured until {_hm(keepalive_mtime + keepalive_max_age)}"
-    return Deadline("idle", at, reason)
+        keepalive_until = keepalive_mtime + keepalive_max_age
+        at = max(at, keepalive_until)
+    return Deadline("idle", at, idle_since, timeout, keepalive_until)
 
 
 def runtime_deadline(started_at: float | None, max_runtime: int | None) -> Deadline | None:
     if started_at is None or max_runtime is None:
         return None
-    return Deadline("runtime", started_at + max_runtime,
-                    f"running since {_hm(started_at)} (max_runtime {_dur(max_runtime)})")
+    return Deadline("runtime", started_at + max_runtime, started_at, max_runtime)
 
 
 def warning_due(deadline: Deadline, lead_times: Sequence[int], now: float, sent: set[int]) -> int | None:

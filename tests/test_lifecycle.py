@@ -66,7 +66,7 @@ def test_runtime_hold_removal():
 
 
 def test_warnings_most_urgent_once():
-    d = Deadline("idle", 1000, "")
+    d = Deadline("idle", 1000, 0, 1000)
     assert warning_due(d, [300, 60], 600, set()) is None
     assert warning_due(d, [300, 60], 700, set()) == 300
     assert warning_due(d, [300, 60], 800, {300}) is None
