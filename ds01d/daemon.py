@@ -463,6 +463,7 @@ class Daemon:
 
     def reload(self) -> None:
         self.reload_requested = False
+        self.next_status = 0.0
         self.notifier.reloading()
         try:
             config = load_checked_config(self.config.path, self.today())

@@ -143,7 +143,8 @@ def test_reload_with_broken_yaml_keeps_the_old_config(fresh, box):
     assert f"{fresh.config_path}:" in entry["DS01_REASON"]
     assert "bad YAML" in entry["DS01_REASON"] or "duplicate key" in entry["DS01_REASON"]
     assert fresh.show("ActiveState")["ActiveState"] == "active"
-    assert "reload refused" in fresh.show("StatusText")["StatusText"]
+    box.wait_until(lambda: "reload refused" in fresh.show("StatusText")["StatusText"], 3.0,
+                   what="the refusal in the status line")
 
 
 def test_containers_beyond_max_are_stopped(fresh, box, box_cleanup):
