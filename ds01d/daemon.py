@@ -353,7 +353,8 @@ class Daemon:
             self.pending_stops.add(record.id)
             self.log.record("stop", action.reason, priority=syslog.LOG_WARNING, details={"rule": rule}, **fields)
             self.tell(record, "stop", f"stopping {record.name}: {action.reason}", None)
-            self.pool.submit(self.stop_worker, record.id, self.config.policies.sigterm_grace)
+            grace = self.config.policies.sigterm_grace
+            self.pool.submit(self.docker_job, record.id, lambda d: d.stop(record.id, grace))
 
     def cap(self, record: ContainerRecord, action: Action, rule: str, fields: dict[str, Any]) -> None:
         assert self.docker is not None
@@ -417,7 +418,7 @@ class Daemon:
         self.log.record("remove", f"{reason}; image {record.image}", priority=syslog.LOG_WARNING,
                         user=record.owner, container=record.id, name=record.name, group=record.group,
                         slice_name=record.slice, details={"image": record.image})
-        self.pool.submit(self.remove_worker, record.id)
+        self.pool.submit(self.docker_job, record.id, lambda d: d.remove(record.id), True)
 
     def tell(self, record: ContainerRecord, action: str, text: str, deadline: float | None) -> None:
         """The owner's terminals and the admin's notify command, off the main loop."""
@@ -435,29 +436,19 @@ class Daemon:
             if error:
                 self.events.put(WorkerError(error))
 
-    def remove_worker(self, container_id: str) -> None:
+    def docker_job(self, container_id: str, job: Callable[[DockerAdapter], None], removed: bool = False) -> None:
+        """Run a slow Docker call (stop with its grace, remove) on a worker with its own client,
+        and report back to the loop."""
         error = None
         try:
             docker = self.docker_factory()
             try:
-                docker.remove(container_id)
+                job(docker)
             finally:
                 docker.close()
         except Exception as exc:  # reported to the loop, which logs it
             error = f"{type(exc).__name__}: {exc}"
-        self.events.put(StopDone(container_id, error, removed=True))
-
-    def stop_worker(self, container_id: str, grace: int) -> None:
-        error = None
-        try:
-            docker = self.docker_factory()
-            try:
-                docker.stop(container_id, grace)
-            finally:
-                docker.close()
-        except Exception as exc:  # reported to the loop, which logs it
-            error = f"{type(exc).__name__}: {exc}"
-        self.events.put(StopDone(container_id, error))
+        self.events.put(StopDone(container_id, error, removed))
 
     # --- reload --------------------------------------------------------------------
 
