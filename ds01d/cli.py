@@ -139,6 +139,75 @@ def cmd_usage(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _socket(config_path: str) -> str:
+    from ds01d.gpu_status import socket_path
+    return socket_path(config_path)
+
+
+def _ask(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> tuple[int, dict] | None:
+    from ds01d.status_client import DaemonDown, call
+    try:
+        return call(_socket(args.config), method, path, body)
+    except DaemonDown as exc:
+        print(f"ds01d: {exc}; check `systemctl status ds01d`.", file=sys.stderr)
+        return None
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Everything ds01d knows, for admins: devices, every container (unowned and flagged too), the audit trail."""
+    from ds01d.status_render import duration, render
+    answer = _ask(args, "GET", "/v1/admin/status")
+    if answer is None:
+        return 2
+    code, doc = answer
+    if code != 200:
+        print(f"ds01d status: {doc.get('error')}", file=sys.stderr)
+        return EXIT_PROBLEM
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
+    print(render(doc, sys.stdout.isatty()), end="")
+    print(f"\nContainers ({len(doc['containers'])}):")
+    for c in doc["containers"]:
+        flags = f"  [{'; '.join(c['flags'])}]" if c["flags"] else ""
+        print(f"  {c['id']}  {c['name'][:28]:<28} {c['owner'] or '-':<14} {c['kind']:<12} {c['status']:<8} "
+              f"{c['owner_signal'] or 'unowned'}{flags}")
+    print("\nLast actions:")
+    for e in doc["audit"][:20]:
+        print(f"  {e['at']}  {e['action']:<16} {e['user'] or '-':<12} {e['container_name'] or '':<20} {e['reason']}")
+    return EXIT_OK
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    answer = _ask(args, "POST", "/v1/release", {"container": args.container})
+    if answer is None:
+        return 2
+    code, doc = answer
+    if code != 200:
+        print(f"ds01d release: {doc.get('error')}", file=sys.stderr)
+        return EXIT_PROBLEM
+    print(f"{doc['released']}: GPU hold released (by {doc['by']})")
+    return EXIT_OK
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    from ds01d.quantities import parse_duration
+    try:
+        seconds = parse_duration(args.duration)
+    except ValueError as exc:
+        print(f"ds01d extend: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    answer = _ask(args, "POST", "/v1/extend", {"container": args.container, "seconds": seconds})
+    if answer is None:
+        return 2
+    code, doc = answer
+    if code != 200:
+        print(f"ds01d extend: {doc.get('error')}", file=sys.stderr)
+        return EXIT_PROBLEM
+    print(f"{doc['container']}: {doc['rule']} stop now at {doc['stop_at']} (by {doc['by']})")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ds01d", description="ds01d: fair sharing of a multi-user GPU server's Docker containers.")
@@ -173,6 +242,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"config file (default {DEFAULT_PATH})")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_usage)
+
+    p = sub.add_parser("status", help="everything ds01d tracks, with the audit trail (admins)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--config", default=DEFAULT_PATH, metavar="PATH", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("release", help="end a stopped container's GPU hold now (admins, or its owner)")
+    p.add_argument("container", metavar="CONTAINER", help="name or id")
+    p.add_argument("--config", default=DEFAULT_PATH, metavar="PATH", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("extend", help="push a container's next idle or runtime stop (admins; owners up to "
+                                      "max_extension)")
+    p.add_argument("container", metavar="CONTAINER", help="name or id")
+    p.add_argument("duration", metavar="DURATION", help="e.g. 2h")
+    p.add_argument("--config", default=DEFAULT_PATH, metavar="PATH", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_extend)
     return parser
 
 

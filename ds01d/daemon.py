@@ -14,7 +14,9 @@ is idempotent; no container can be missed.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import datetime as dt
+import os
 import queue
 import signal
 import syslog
@@ -31,10 +33,13 @@ from ds01d.docker_adapter import CONNECTION_ERRORS, DockerAdapter, DockerEvent, 
 from ds01d.enforcement import (Action, excess_running, max_containers_reason, outside_slice_action,
                                unowned_action)
 from ds01d.gpu_watch import GpuWatch
+from ds01d.gpus import gpu_equivalents
+from ds01d.status_model import Caller, Hold, StatusView, iso
+from ds01d.status_server import AdminRequest, StatusApp, StatusServer
 from ds01d.limits import EffectiveLimits, resolve, slice_properties
 from ds01d.nvml import Nvml
 from ds01d.notify import Notifier
-from ds01d.quantities import format_cpus, format_size
+from ds01d.quantities import format_cpus, format_duration, format_size
 from ds01d.state import ContainerRecord, Store
 from ds01d.systemd_slices import INFINITY, SliceError, SystemdSlices
 from ds01d.tell import run_notify_command, tell_user
@@ -117,6 +122,10 @@ class Daemon:
         self.gpus = GpuWatch(self.store, clock, nvml_open)
         self.next_pass = 0.0
         self.next_status = 0.0
+        self.next_publish = 0.0
+        self.dirty = True
+        self.status_app = StatusApp(self.events.put, config.daemon.admin_group)
+        self.server: StatusServer | None = None
         self.last_alive = float(self.store.get_meta("last_alive") or 0.0)
 
     # --- the loop -----------------------------------------------------------
@@ -127,6 +136,7 @@ class Daemon:
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "stop_requested", True))
         self.notifier.status("starting: connecting to Docker")
         self.open_gpus()
+        self.serve_status()
         try:
             while not self.stop_requested:
                 self.notifier.watchdog()
@@ -136,6 +146,8 @@ class Daemon:
                     self.reload()
                 if self.docker is not None and time.monotonic() >= self.next_pass:
                     self.sampling_pass()
+                if self.dirty and time.monotonic() >= self.next_publish:
+                    self.publish_safely()
                 if time.monotonic() >= self.next_status:
                     self.next_status = time.monotonic() + STATUS_EVERY
                     self.notifier.status(self.status_line())
@@ -155,7 +167,10 @@ class Daemon:
             self.handle(item)
 
     def handle(self, item: object) -> None:
-        if isinstance(item, DockerEvent):
+        self.dirty = True
+        if isinstance(item, AdminRequest):
+            self.admin_request(item)
+        elif isinstance(item, DockerEvent):
             if item.generation == self.generation:
                 self.on_event(item.event)
         elif isinstance(item, StreamEnded):
@@ -171,6 +186,13 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.notifier.stopping()
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            try:
+                os.unlink(self.config.daemon.socket_path)
+            except OSError:
+                pass
         if self.docker is not None:
             self.docker.stop_events()
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -392,6 +414,7 @@ class Daemon:
             self.error(f"sampling pass failed: {type(exc).__name__}: {exc}")
         self.last_alive = self.clock()
         self.store.set_meta("last_alive", repr(self.last_alive))
+        self.dirty = True
 
     def limits_for(self, owner: str | None) -> EffectiveLimits:
         """The owner's limits (an unowned container gets the default group's), cached until reload."""
@@ -449,6 +472,119 @@ class Daemon:
         except Exception as exc:  # reported to the loop, which logs it
             error = f"{type(exc).__name__}: {exc}"
         self.events.put(StopDone(container_id, error, removed))
+
+    # --- the status socket ----------------------------------------------------------------
+
+    def serve_status(self) -> None:
+        try:
+            self.server = StatusServer(self.config.daemon.socket_path, self.status_app)
+        except OSError as exc:
+            self.error(f"status socket {self.config.daemon.socket_path}: {exc}; ds01-gpu-status will not work")
+            return
+        self.server.start()
+
+    def publish_safely(self) -> None:
+        try:
+            self.publish()
+        except Exception as exc:  # a broken status view must not take enforcement down with it
+            self.error(f"status view failed: {type(exc).__name__}: {exc}")
+
+    def publish(self) -> None:
+        """A fresh StatusView for the socket's readers (at most twice a second)."""
+        self.dirty = False
+        self.next_publish = time.monotonic() + 0.5
+        now = self.clock()
+        records = tuple(self.store.live_containers())
+        holds = tuple(Hold(r.id, r.owner, r.name, units, end)
+                      for r, units, end in self.gpus.holds(records, self.limits_for, now))
+        states = self.gpus.gpu.all()
+        by_uuid = self.gpus.inventory.by_uuid()
+        held: dict[str, set[str]] = {}
+        for r in records:
+            if r.owner and r.status == "running" and r.id in states:
+                held.setdefault(r.owner, set()).update(states[r.id].units)
+        for h in holds:
+            if h.owner:
+                held.setdefault(h.owner, set()).update(h.units)
+        quotas = {owner: (self.limits_for(owner)["gpu_quota"],
+                          gpu_equivalents(by_uuid[u] for u in held.get(owner, ()) if u in by_uuid))
+                  for owner in {r.owner for r in records if r.owner}}
+        recent = tuple({"at": iso(row["ts"]), "action": row["action"], "user": row["user"],
+                        "container_name": row["container_name"], "reason": row["reason"]}
+                       for row in self.store.audit(200) if row["action"] not in ("record", "slice-limits"))
+        self.status_app.view = StatusView(
+            now=now, records=records, gpu_states=states, inventory=self.gpus.inventory,
+            samples=dict(self.gpus.samples), upcoming=dict(self.gpus.upcoming), holds=holds, quotas=quotas,
+            recent=recent, docker_connected=self.docker is not None, cpu_only=self.gpus.cpu_only,
+            sampling_interval=self.config.daemon.sampling_interval,
+            show_other_users=self.config.daemon.show_other_users, quota_of=self.quota_function())
+
+    def quota_function(self) -> Callable[[str], float | None]:
+        """A caller's GPU quota, for the socket's threads: pure over this config and day."""
+        config, today, unix = self.config, self.today(), self.unix_members()
+        return lambda user: resolve(config, user, today, unix)["gpu_quota"]
+
+    def admin_request(self, request: AdminRequest) -> None:
+        try:
+            handler = {"release": self.release_request, "extend": self.extend_request}[request.action]
+            result = handler(request.args, request.caller)
+        except Exception as exc:  # the caller gets the error; the daemon goes on
+            result = (500, {"error": f"{type(exc).__name__}: {exc}"})
+        request.reply.set_result(result)
+
+    def find_container(self, ref: Any) -> ContainerRecord | None:
+        if not isinstance(ref, str) or not ref:
+            return None
+        live = self.store.live_containers()
+        return next((r for r in live if r.name == ref), None) or \
+            next((r for r in live if len(ref) >= 6 and r.id.startswith(ref)), None)
+
+    def release_request(self, args: dict[str, Any], caller: Caller) -> tuple[int, dict[str, Any]]:
+        """End a hold now: for admins, and for the owner (who gives up their own reservation)."""
+        rec = self.find_container(args.get("container"))
+        if rec is None:
+            return 404, {"error": f"no container {args.get('container')!r}"}
+        if not caller.admin and caller.user != rec.owner:
+            return 403, {"error": f"{caller.user} may not release {rec.name}: it is {rec.owner}'s; only its "
+                                  f"owner, root and members of {self.config.daemon.admin_group} may"}
+        hold = [h for h in self.gpus.holds([rec], self.limits_for, self.clock())]
+        if not hold:
+            return 409, {"error": f"{rec.name} holds no GPU (it is {rec.status}, or its hold has ended)"}
+        state = self.gpus.gpu.get(rec.id)
+        self.gpus.gpu.put(dataclasses.replace(state, released=self.clock()), self.clock())
+        self.log.record("release", f"hold ended early by {caller.user}", user=rec.owner, container=rec.id,
+                        name=rec.name, group=rec.group, slice_name=rec.slice, details={"by": caller.user})
+        self.dirty = True
+        return 200, {"released": rec.name, "by": caller.user}
+
+    def extend_request(self, args: dict[str, Any], caller: Caller) -> tuple[int, dict[str, Any]]:
+        """Push a running container's next stop; owners up to policies.max_extension in all."""
+        rec = self.find_container(args.get("container"))
+        seconds = args.get("seconds")
+        if rec is None:
+            return 404, {"error": f"no container {args.get('container')!r}"}
+        if not isinstance(seconds, int) or seconds <= 0:
+            return 400, {"error": "seconds must be a positive whole number"}
+        if not caller.admin and caller.user != rec.owner:
+            return 403, {"error": f"{caller.user} may not extend {rec.name}: it is {rec.owner}'s"}
+        deadline = self.gpus.upcoming.get(rec.id)
+        if rec.status != "running" or deadline is None:
+            return 409, {"error": f"{rec.name} has no stop ahead to push"}
+        granted = self.gpus.gpu.extensions().get((rec.id, deadline.rule), 0)
+        cap = self.config.policies.max_extension
+        if not caller.admin and (cap is None or granted + seconds > cap):
+            left = 0 if cap is None else max(0, cap - granted)
+            return 403, {"error": f"owners may extend by {format_duration(cap or 0)} in all "
+                                  f"(max_extension); {format_duration(left)} left for {rec.name}"}
+        now = self.clock()
+        self.gpus.gpu.add_extension(rec.id, deadline.rule, seconds, caller.user, now)
+        new_at = deadline.at + seconds
+        self.gpus.upcoming[rec.id] = deadline.extend(seconds)
+        self.log.record("extend", f"{deadline.rule} stop pushed by {format_duration(seconds)} to {iso(new_at)} "
+                                  f"by {caller.user}", user=rec.owner, container=rec.id, name=rec.name,
+                        group=rec.group, slice_name=rec.slice, details={"by": caller.user, "seconds": seconds})
+        self.dirty = True
+        return 200, {"container": rec.name, "rule": deadline.rule, "stop_at": iso(new_at), "by": caller.user}
 
     # --- reload --------------------------------------------------------------------
 

@@ -1,52 +1,79 @@
-"""`ds01-gpu-status`: what every user sees of the GPUs, read from ds01d's status socket.
+"""`ds01-gpu-status`: the GPUs, MIG instances and containers of this server, for every user.
 
-This first version only finds the daemon's socket and says plainly when ds01d is
-not running; the screen itself arrives with the status socket (issue 5).
+Reads ds01d's status socket, so it needs no docker group.  Colour only on a
+terminal (never with --no-color or NO_COLOR), `| head` ends quietly, and when the
+daemon is down it says so in one sentence and exits 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import socket
+import json
+import os
+import signal
 import sys
+import time
 from typing import Sequence
 
-from ds01d.config import DEFAULT_PATH, ConfigError, DaemonSettings, load_config
+from ds01d.config import DEFAULT_PATH, DaemonSettings
+from ds01d.status_client import DaemonDown, call
+from ds01d.status_render import render
 
 EXIT_DAEMON_DOWN = 2
 
 
 def socket_path(config_path: str) -> str:
-    """The socket named in the config, or the default when the config cannot be read by this user."""
+    """The socket named in the config, or the default when this user cannot read the config."""
+    from ds01d.config import ConfigError, load_config
     try:
         return load_config(config_path).daemon.socket_path
     except ConfigError:
         return DaemonSettings().socket_path
 
 
-def daemon_answers(path: str) -> bool:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(2)
-        try:
-            sock.connect(path)
-        except OSError:
-            return False
-    return True
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ds01-gpu-status",
+                                description="GPUs, MIG instances and their containers on this server: who holds "
+                                            "what, how busy it is, and when ds01d will stop or release it.")
+    p.add_argument("--json", action="store_true", help="the status document (schema: docs/status-json.md)")
+    p.add_argument("--mine", action="store_true", help="only devices you use or hold")
+    p.add_argument("--watch", nargs="?", type=float, const=2.0, metavar="SECONDS",
+                   help="redraw every SECONDS (default 2) until Ctrl-C")
+    p.add_argument("--no-color", action="store_true", help="no colours (also: NO_COLOR=1)")
+    p.add_argument("--config", default=DEFAULT_PATH, help=argparse.SUPPRESS)
+    return p
+
+
+def fetch(path: str, mine: bool) -> dict:
+    code, doc = call(path, "GET", "/v1/status?mine=1" if mine else "/v1/status")
+    if code != 200:
+        raise DaemonDown(doc.get("error", f"ds01d answered HTTP {code}"))
+    return doc
+
+
+def show(doc: dict, as_json: bool, color: bool) -> str:
+    return json.dumps(doc, indent=2) + "\n" if as_json else render(doc, color)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ds01-gpu-status",
-                                     description="GPUs, MIG instances and their containers on this server.")
-    parser.add_argument("--config", default=DEFAULT_PATH, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    args = parser().parse_args(argv)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    color = sys.stdout.isatty() and not args.no_color and not os.environ.get("NO_COLOR")
     path = socket_path(args.config)
-    if not daemon_answers(path):
-        print(f"ds01-gpu-status: ds01d is not running (nothing answers on {path}); "
-              "ask an admin to check `systemctl status ds01d`.", file=sys.stderr)
+    try:
+        while True:
+            text = show(fetch(path, args.mine), args.json, color)
+            if args.watch is None:
+                sys.stdout.write(text)
+                return 0
+            sys.stdout.write(("\033[H\033[2J" if sys.stdout.isatty() else "") + text)
+            sys.stdout.flush()
+            time.sleep(max(args.watch, 0.5))
+    except DaemonDown as exc:
+        print(f"ds01-gpu-status: {exc}; ask an admin to check `systemctl status ds01d`.", file=sys.stderr)
         return EXIT_DAEMON_DOWN
-    print("ds01-gpu-status: ds01d is running; its status screen is not available in this version.",
-          file=sys.stderr)
-    return 1
+    except KeyboardInterrupt:
+        return 0
 
 
 if __name__ == "__main__":

@@ -65,6 +65,8 @@ class GpuWatch:
         self.idle: dict[str, IdleState] = {}
         self.samples: dict[str, UnitSample] = {}
         self._states: dict[str, GpuState] = {}
+        self._extensions: dict[tuple[str, str], int] = {}
+        self.upcoming: dict[str, Deadline] = {}     # the next stop of each running GPU container
         self.passes = 0
         self.last_pass: float | None = None
 
@@ -132,6 +134,7 @@ class GpuWatch:
         units, unknown = self.units_of(record)
         now = self.clock()
         self.gpu.put(GpuState(record.id, tuple(u.uuid for u in units)), now)
+        self.gpu.clear_extensions(record.id)  # extensions were for the previous run
         if record.gpu_request.get("all_gpus") and policies.gpus_all is not GpusAllPolicy.ALLOW:
             reason = ("started with --gpus all; ask for devices instead (--gpus device=N, or `ds01 run`), "
                       "so that others can use the rest")
@@ -179,6 +182,7 @@ class GpuWatch:
         self.last_pass = now
         pids = self._pids_by_container()
         self._states = self.gpu.all()
+        self._extensions = self.gpu.extensions()
         running = set()
         with self.store.transaction():  # one commit per pass, not one per container
             for rec in records:
@@ -192,6 +196,8 @@ class GpuWatch:
                     self._stopped(rec, limits, now, act)
         for cid in set(self.idle) - running:
             del self.idle[cid]
+        for cid in set(self.upcoming) - running:
+            del self.upcoming[cid]
 
     def _running(self, rec: ContainerRecord, limits: EffectiveLimits, policies: Policies, pids: list[int],
                  now: float, elapsed: float, act: Actuator) -> None:
@@ -210,6 +216,10 @@ class GpuWatch:
             day = dt.datetime.fromtimestamp(now, dt.timezone.utc).date().isoformat()
             self.gpu.add_usage(day, rec.owner, rec.id, v.state, elapsed * gpu_equivalents(units))
         deadlines = self.deadlines(rec, limits, policies, state.idle_since, now)
+        if deadlines:
+            self.upcoming[rec.id] = deadlines[0]
+        else:
+            self.upcoming.pop(rec.id, None)
         for d in deadlines:
             if now >= d.at:
                 act.stop(rec, d.reason, d.rule)
@@ -230,7 +240,8 @@ class GpuWatch:
                           policies.keep_alive_max_age, now),
             runtime_deadline(rec.started_at, limits.lifecycle("max_runtime", rec.kind)),
         ]
-        return sorted((d for d in found if d is not None), key=lambda d: d.at)
+        return sorted((d.extend(self._extensions.get((rec.id, d.rule), 0)) for d in found if d is not None),
+                      key=lambda d: d.at)
 
     def _keepalive_mtime(self, rec: ContainerRecord, policies: Policies) -> float | None:
         """mtime of the keep-alive file inside the container, read through its root."""

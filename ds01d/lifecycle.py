@@ -10,7 +10,7 @@ replaced.
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable, Mapping, Sequence
 
 from ds01d.gpus import Unit, UnitSample, attributable_activity, gpu_equivalents
@@ -86,6 +86,7 @@ class Deadline:
     since: float               # idle since, or running since
     limit: int                 # the timeout that applies
     keepalive_until: float | None = None
+    extended: int = 0          # seconds granted with `ds01d extend`
 
     @property
     def reason(self) -> str:
@@ -93,8 +94,12 @@ class Deadline:
             text = f"GPU idle since {_hm(self.since)} (idle_timeout {_dur(self.limit)})"
             if self.keepalive_until is not None:
                 text += f"; keep-alive file honoured until {_hm(self.keepalive_until)}"
-            return text
-        return f"running since {_hm(self.since)} (max_runtime {_dur(self.limit)})"
+        else:
+            text = f"running since {_hm(self.since)} (max_runtime {_dur(self.limit)})"
+        return text + (f"; extended by {_dur(self.extended)}" if self.extended else "")
+
+    def extend(self, seconds: int) -> "Deadline":
+        return replace(self, at=self.at + seconds, extended=self.extended + seconds) if seconds else self
 
 
 def idle_deadline(idle_since: float | None, started_at: float | None, timeout: int | None, grace: int,

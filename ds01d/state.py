@@ -88,6 +88,17 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (day, user, container)
     );
     """,
+    # 3: deadline extensions granted through the status socket
+    """
+    CREATE TABLE extensions (
+        container TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        seconds INTEGER NOT NULL,
+        by_user TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX extensions_container ON extensions(container, rule);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -283,6 +294,18 @@ class GpuStore:
     def add_warning(self, container: str, rule: str, deadline: float, lead: int, now: float) -> None:
         self.db.execute("INSERT OR IGNORE INTO warnings(container, rule, deadline, lead, sent) VALUES(?,?,?,?,?)",
                         (container, rule, int(deadline), lead, now))
+
+    def extensions(self) -> dict[tuple[str, str], int]:
+        """Seconds granted per (container, rule), for the containers' current run."""
+        rows = self.db.execute("SELECT container, rule, sum(seconds) FROM extensions GROUP BY container, rule")
+        return {(r[0], r[1]): r[2] for r in rows}
+
+    def add_extension(self, container: str, rule: str, seconds: int, by_user: str, now: float) -> None:
+        self.db.execute("INSERT INTO extensions(container, rule, seconds, by_user, at) VALUES(?,?,?,?,?)",
+                        (container, rule, seconds, by_user, now))
+
+    def clear_extensions(self, container: str) -> None:
+        self.db.execute("DELETE FROM extensions WHERE container=?", (container,))
 
     def first_warned(self, container: str, rule: str) -> float | None:
         row = self.db.execute("SELECT min(sent) FROM warnings WHERE container=? AND rule=?", (container, rule))

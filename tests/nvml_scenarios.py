@@ -28,7 +28,8 @@ def mig_gpu(i: int, instances: list[dict], gpm: bool = True, name: str = "NVIDIA
     for slot, inst in enumerate(instances):
         slices = inst.get("slices", 1)
         migs.append({"uuid": mig_uuid(i, slot), "gi": slot + 1, "ci": 0, "slices": slices,
-                     "memory_total_mib": 10 * 1024 * slices, "memory_used_mib": 0,
+                     "memory_total_mib": 10 * 1024 * slices,
+                     "memory_used_mib": sum(p.get("used_memory_mib", 0) for p in inst.get("processes", [])),
                      "sm_activity": inst.get("sm_activity", 0), "processes": inst.get("processes", [])})
     return {"uuid": gpu_uuid(i), "name": name, "memory_total_mib": 81559, "gpm": gpm, "mig": migs,
             "processes": []}

@@ -69,6 +69,8 @@ class DaemonSettings:
     sampling_interval: int = 10
     state_dir: str = "/var/lib/ds01"
     socket_path: str = "/run/ds01/ds01d.sock"
+    admin_group: str | None = "ds01-admin"
+    show_other_users: bool = True
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class Policies:
     outside_slice: OutsideSlicePolicy = OutsideSlicePolicy.CAP
     sigterm_grace: int = 30
     notify_command: tuple[str, ...] | None = None
+    max_extension: int | None = 14400
 
 
 @dataclass(frozen=True)

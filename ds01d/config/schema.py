@@ -153,10 +153,18 @@ SCALAR_PARSERS: dict[str, Parser] = {
 #: Lifecycle keys: a duration (for every kind) or a mapping kind -> duration.
 LIFECYCLE_PARSER: Parser = nullable(duration)
 
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, not {value!r}")
+    return value
+
+
 DAEMON_PARSERS: dict[str, Parser] = {
     "sampling_interval": positive_duration,
     "state_dir": abs_path,
     "socket_path": abs_path,
+    "admin_group": nullable(name),
+    "show_other_users": boolean,
 }
 
 POLICY_PARSERS: dict[str, Parser] = {
@@ -171,6 +179,7 @@ POLICY_PARSERS: dict[str, Parser] = {
     "outside_slice": choice(OutsideSlicePolicy),
     "sigterm_grace": duration,
     "notify_command": nullable(command),
+    "max_extension": nullable(duration),
 }
 
 GROUP_OWN_KEYS = ("members", "unix_group")

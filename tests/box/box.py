@@ -420,6 +420,25 @@ class Box:
         out = self.run(["journalctl", "--no-pager", "-n", "1", "-o", "json"]).stdout
         return json.loads(out.splitlines()[-1])["__CURSOR"]
 
+    def add_user(self, name: str, uid: int) -> None:
+        """A login user (and its own group) that exists only inside the box; idempotent.
+
+        The files are appended to in place, so the bind mounts inside see the change.
+        """
+        passwd, group = self.run_dir / "passwd", self.run_dir / "group"
+        if any(line.split(":", 1)[0] == name for line in passwd.read_text().splitlines()):
+            return
+        with open(passwd, "a") as f:
+            f.write(f"{name}:x:{uid}:{uid}::/nonexistent:/bin/sh\n")
+        with open(group, "a") as f:
+            f.write(f"{name}:x:{uid}:\n")
+
+    def run_as(self, uid: int, cmd: Sequence[str], *, check: bool = True, timeout: float = 60
+               ) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the box as an unprivileged user (no supplementary groups)."""
+        return self.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", *cmd],
+                        check=check, timeout=timeout)
+
     def install_unit(self, name: str, text: str) -> None:
         """Add or replace a unit file or drop-in ("x.service.d/y.conf") and daemon-reload."""
         path = self.units_dir / name
@@ -588,6 +607,9 @@ class _Layout:
         hook.chmod(0o755)
         (self.run / "machine-id").write_text(uuid.uuid4().hex + "\n")
         (self.run / "hostname").write_text(f"ds01-box-{self.name}\n")
+        # Box-private user database: tests add users (Box.add_user) without touching the host's /etc.
+        shutil.copy("/etc/passwd", self.run / "passwd")
+        shutil.copy("/etc/group", self.run / "group")
         (self.run / "containerd.toml").write_text(self._containerd_toml())
         (self.run / "init.sh").write_text(self._init_script())
         (self.run / "launch.sh").write_text(self._launch_script())
@@ -642,6 +664,8 @@ class _Layout:
             "mount -n -t sysfs -o nosuid,nodev,noexec sysfs /sys",
             *self._cgroup_mounts(),
             self._bind_if_there(run / "machine-id", "/etc/machine-id"),
+            self._bind_if_there(run / "passwd", "/etc/passwd"),
+            self._bind_if_there(run / "group", "/etc/group"),
             f"mount -n --bind {q(str(run / 'etc-docker'))} /etc/docker",
             "if [ -d /var/log/journal ]; then"
             " mount -n -t tmpfs -o mode=2755 tmpfs /var/log/journal; fi",
