@@ -125,7 +125,8 @@ def me_lines(doc: Mapping[str, Any], paint: Paint) -> list[str]:
     user = doc["caller"]["user"]
     quota = "no quota" if me["gpu_quota"] is None else f"{me['gpu_quota']:g}"
     used = f"{me['gpu_used']:.2f}".rstrip("0").rstrip(".")
-    line = f"{user}: {used} of {quota} GPU-equivalents in use or held, {len(me['containers'])} GPU containers"
+    count = len(me["containers"])
+    line = f"{user}: {used} of {quota} GPU-equivalents in use or held, {count} GPU container{'s' * (count != 1)}"
     over = me["gpu_quota"] is not None and me["gpu_used"] > me["gpu_quota"] + 1e-6
     out = [paint(line + ("  OVER QUOTA" if over else ""), "red" if over else "cyan")]
     for entry in doc["recent"][:5]:

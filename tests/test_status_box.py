@@ -54,6 +54,12 @@ def scene(env, box):
     env.wait_record(ids["carol-held"], 5.0, status="exited")
     box.wait_until(lambda: (env.gpu_state(ids["alice-train"]) or {}).get("verdict") == "busy", 10.0,
                    what="alice busy")
+
+    def published() -> bool:
+        doc = json.loads(box.run([str(BIN / "ds01-gpu-status"), "--json"]).stdout)
+        units = {u["index"]: u for g in doc["gpus"] for u in g["units"]}
+        return units["0"]["state"] == "held" and units["1"]["containers"][0]["verdict"] == "busy"
+    box.wait_until(published, 10.0, what="the scene in the published status")
     yield ids
     box.docker("rm", "-f", *names, check=False)
 
@@ -73,7 +79,7 @@ def test_user_outside_the_docker_group_sees_the_truth(env, box, scene):
     assert any("bob-notebook (bob, docker" in line and "idle for" in line and "stops in 2" in line
                for line in lines), screen
     assert any(line.strip().startswith("2:1") and line.endswith("free") for line in lines)
-    assert "alice: 1 of 1 GPU-equivalents in use or held, 1 GPU containers" in screen
+    assert "alice: 1 of 1 GPU-equivalents in use or held, 1 GPU container" in screen
     assert "\033[" not in screen  # not a terminal: no colour
 
 
@@ -130,3 +136,11 @@ def test_daemon_down_is_one_sentence_and_exit_2(env, box, scene):
                                       "/run/ds01/ds01d.sock); ask an admin to check `systemctl status ds01d`.")
     finally:
         env.start()
+
+
+def test_real_output_follows_the_documented_schema(env, box, scene):
+    from tests.schema_check import errors
+    user_doc = json.loads(as_user(box, ALICE, "ds01-gpu-status", "--json").stdout)
+    admin_doc = json.loads(box.run([str(BIN / "ds01d"), "status", "--json"]).stdout)
+    assert errors(user_doc) == [] and errors(admin_doc) == []
+    assert user_doc["gpus"] and admin_doc["containers"] and admin_doc["audit"]
