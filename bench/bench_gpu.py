@@ -116,9 +116,31 @@ def bench_daemon(seconds: int) -> dict[str, float]:
         wall = time.monotonic() - started
         rss = int(box.run(["sh", "-c", f"grep VmRSS /proc/{pid}/status"]).stdout.split()[1]) * 1024
         return {"containers": CONTAINERS, "interval_s": 10, "window_s": round(wall, 1),
-                "cpu_percent_of_a_core": round(100 * used / wall, 2), "rss_mb": round(rss / 2**20, 1)}
+                "cpu_percent_of_a_core": round(100 * used / wall, 2), "rss_mb": round(rss / 2**20, 1),
+                **status_times(box)}
     finally:
         box.shutdown()
+
+
+def status_times(box, runs: int = 10) -> dict[str, float]:
+    """Wall time of `ds01-gpu-status` (text and --json) as a user runs it, in the box, median of `runs`."""
+    tool = str(Path(sys.prefix) / "bin" / "ds01-gpu-status")
+    out = {}
+    for label, argv in (("status_text", [tool]), ("status_json", [tool, "--json"])):
+        times = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            result = box.run(["sh", "-c", f"{' '.join(argv)} > /dev/null"])
+            times.append(time.perf_counter() - started)
+            assert result.returncode == 0
+        out[f"{label}_median_ms"] = round(statistics.median(times) * 1000, 1)
+    base = [0.0] * runs
+    for i in range(runs):  # what entering the box costs by itself, to subtract
+        started = time.perf_counter()
+        box.run(["true"])
+        base[i] = time.perf_counter() - started
+    out["box_exec_overhead_median_ms"] = round(statistics.median(base) * 1000, 1)
+    return out
 
 
 def _cpu_ticks(box, pid: int) -> int:
