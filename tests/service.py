@@ -9,6 +9,7 @@ does not wait 20 s.
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import sys
 import time
@@ -66,8 +67,7 @@ class Service:
         self.stop()
         self.install()
         self.box.run(["systemctl", "reset-failed", UNIT], check=False)
-        for name in ("state.db", "state.db-wal", "state.db-shm"):
-            (self.state_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(self.state_dir, ignore_errors=True)  # database, notify logs: nothing from before
         self.write_config(config_text)
         self.start()
 
