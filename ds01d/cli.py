@@ -144,25 +144,26 @@ def _socket(config_path: str) -> str:
     return socket_path(config_path)
 
 
-def _ask(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> tuple[int, dict] | None:
+def _ask(args: argparse.Namespace, command: str, method: str, path: str, body: dict | None = None) -> dict | int:
+    """The daemon's answer, or the exit code after saying in one sentence why there is none."""
     from ds01d.status_client import DaemonDown, call
     try:
-        return call(_socket(args.config), method, path, body)
+        code, doc = call(_socket(args.config), method, path, body)
     except DaemonDown as exc:
         print(f"ds01d: {exc}; check `systemctl status ds01d`.", file=sys.stderr)
-        return None
+        return 2
+    if code != 200:
+        print(f"ds01d {command}: {doc.get('error', f'HTTP {code}')}", file=sys.stderr)
+        return EXIT_PROBLEM
+    return doc
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Everything ds01d knows, for admins: devices, every container (unowned and flagged too), the audit trail."""
-    from ds01d.status_render import duration, render
-    answer = _ask(args, "GET", "/v1/admin/status")
-    if answer is None:
-        return 2
-    code, doc = answer
-    if code != 200:
-        print(f"ds01d status: {doc.get('error')}", file=sys.stderr)
-        return EXIT_PROBLEM
+    from ds01d.status_render import render
+    doc = _ask(args, "status", "GET", "/v1/admin/status")
+    if isinstance(doc, int):
+        return doc
     if args.json:
         print(json.dumps(doc, indent=2))
         return EXIT_OK
@@ -179,13 +180,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_release(args: argparse.Namespace) -> int:
-    answer = _ask(args, "POST", "/v1/release", {"container": args.container})
-    if answer is None:
-        return 2
-    code, doc = answer
-    if code != 200:
-        print(f"ds01d release: {doc.get('error')}", file=sys.stderr)
-        return EXIT_PROBLEM
+    doc = _ask(args, "release", "POST", "/v1/release", {"container": args.container})
+    if isinstance(doc, int):
+        return doc
     print(f"{doc['released']}: GPU hold released (by {doc['by']})")
     return EXIT_OK
 
@@ -197,13 +194,9 @@ def cmd_extend(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"ds01d extend: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    answer = _ask(args, "POST", "/v1/extend", {"container": args.container, "seconds": seconds})
-    if answer is None:
-        return 2
-    code, doc = answer
-    if code != 200:
-        print(f"ds01d extend: {doc.get('error')}", file=sys.stderr)
-        return EXIT_PROBLEM
+    doc = _ask(args, "extend", "POST", "/v1/extend", {"container": args.container, "seconds": seconds})
+    if isinstance(doc, int):
+        return doc
     print(f"{doc['container']}: {doc['rule']} stop now at {doc['stop_at']} (by {doc['by']})")
     return EXIT_OK
 

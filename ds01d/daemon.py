@@ -417,7 +417,7 @@ class Daemon:
         self.dirty = True
 
     def limits_for(self, owner: str | None) -> EffectiveLimits:
-        """The owner's limits (an unowned container gets the default group's), cached until reload."""
+        """The owner's limits (an unowned container gets the default group's), cached for one pass."""
         if owner not in self._limits:
             self._limits[owner] = resolve(self.config, owner or "", self.today(), self.unix_members())
         return self._limits[owner]
