@@ -201,6 +201,11 @@ def cmd_extend(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from ds01d.doctor import main as doctor
+    return doctor(args.config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ds01d", description="ds01d: fair sharing of a multi-user GPU server's Docker containers.")
@@ -235,6 +240,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"config file (default {DEFAULT_PATH})")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_usage)
+
+    p = sub.add_parser("doctor", help="check what this host needs for ds01d, with the fix for each failure")
+    p.add_argument("--config", default=DEFAULT_PATH, metavar="PATH", help=f"config file (default {DEFAULT_PATH})")
+    p.set_defaults(func=cmd_doctor)
 
     p = sub.add_parser("status", help="everything ds01d tracks, with the audit trail (admins)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

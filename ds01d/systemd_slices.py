@@ -107,6 +107,9 @@ class SystemdSlices:
                 raise SliceError(f"{name} did not become active (ActiveState={state})")
             time.sleep(0.01)
 
+    def is_active(self, name: str) -> bool:
+        return self._get(self._unit(name), "org.freedesktop.systemd1.Unit", "ActiveState") == "active"
+
     def apply(self, name: str, limits: Mapping[str, int | None], description: str) -> SliceResult:
         """Make slice `name` exist with `limits` (v2 property names), and read them back."""
         wanted, ignored = dbus_properties(limits, self.mode)

@@ -1,0 +1,154 @@
+"""`ds01d doctor`: what a real host needs for ds01d, each failure with its fix.
+
+Every check is independent and says what it found; the exit code is 0 only when
+all pass, so the command can gate a deployment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+from ds01d.config import Config, ConfigError
+
+FIX_DRIVER = ('add "exec-opts": ["native.cgroupdriver=systemd"] to /etc/docker/daemon.json, then '
+              "`systemctl restart docker`")
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    found: str
+    fix: str = ""
+
+
+def check_config(path: str) -> tuple[Check, Config | None]:
+    from ds01d.daemon import load_checked_config
+    try:
+        config = load_checked_config(path, dt.datetime.now(dt.timezone.utc).date())
+    except ConfigError as exc:
+        problems = "; ".join(str(p) for p in exc.problems[:3])
+        return Check("config", False, problems, f"edit {path}; `ds01d check-config {path}` lists every problem"), None
+    return Check("config", True, f"{path} is valid ({len(config.groups)} groups, "
+                                 f"{len(config.overrides)} user overrides)"), config
+
+
+def check_docker() -> tuple[Check, list[dict]]:
+    from ds01d.docker_adapter import CONNECTION_ERRORS, DockerAdapter
+    try:
+        docker = DockerAdapter(timeout=10)
+        info = docker.api.info()
+        containers = [docker.inspect(cid) for cid in docker.container_ids()]
+        docker.close()
+    except CONNECTION_ERRORS as exc:
+        return Check("docker", False, f"not reachable: {exc}", "start it: `systemctl start docker`"), []
+    driver = info.get("CgroupDriver", "?")
+    found = f"Docker {info.get('ServerVersion', '?')}, cgroup driver {driver}"
+    if driver != "systemd":
+        return Check("docker", False, found + "; containers started with --cgroup-parent "
+                     "ds01-<group>-<user>.slice would not land in the user's slice", FIX_DRIVER), []
+    return Check("docker", True, found), [c for c in containers if c]
+
+
+def _containers_if(check: Check, containers: list[dict]) -> list[dict] | None:
+    return containers if check.ok else None
+
+
+def check_cgroups() -> Check:
+    from ds01d.systemd_slices import CgroupMode, detect_cgroup_mode
+    if detect_cgroup_mode() is CgroupMode.V2:
+        return Check("cgroups", True, "cgroup v2: CPUQuota, MemoryMax, MemoryHigh and TasksMax are all enforced")
+    return Check("cgroups", True, "cgroup v1 (hybrid or legacy): CPUQuota, MemoryLimit and TasksMax are enforced; "
+                                  "MemoryHigh is not (boot with systemd.unified_cgroup_hierarchy=1 for it)")
+
+
+def check_systemd() -> Check:
+    from ds01d.systemd_slices import SystemdSlices
+    try:
+        SystemdSlices().close()
+    except OSError as exc:
+        return Check("systemd", False, f"system bus not reachable: {exc}", "run ds01d on a systemd host, as root")
+    return Check("systemd", True, "the system manager answers on D-Bus")
+
+
+def check_nvml() -> list[Check]:
+    from ds01d.nvml import Nvml, NvmlUnavailable
+    try:
+        nvml = Nvml.open()
+        inventory = nvml.inventory()
+    except NvmlUnavailable as exc:
+        return [Check("nvml", False, f"{exc}; ds01d would run CPU-only",
+                      "install NVIDIA's driver and nvidia-ml-py (`pip install nvidia-ml-py`)")]
+    checks = [Check("nvml", True, f"driver {inventory.driver}, {len(inventory.gpu_indexes)} GPUs")]
+    for gpu_uuid, index in sorted(inventory.gpu_indexes.items(), key=lambda kv: kv[1]):
+        units = [u for u in inventory.units if u.gpu_uuid == gpu_uuid]
+        checks.append(_gpu_check(nvml, index, units))
+    for where, error in nvml.errors.items():
+        checks.append(Check(f"gpu {where}", False, f"NVML error: {error}", "see `nvidia-smi`; the GPU may need a reset"))
+    nvml.close()
+    return checks
+
+
+def _gpu_check(nvml: object, index: int, units: list) -> Check:
+    if not units:
+        return Check(f"gpu {index}", False, "MIG mode is on but no MIG instances exist: nothing can run on it",
+                     f"create instances (`nvidia-smi mig -i {index} -cgi ... -C`) or turn MIG off")
+    if not units[0].is_mig:
+        return Check(f"gpu {index}", True, f"{units[0].name}, whole GPU: activity from utilization")
+    handles = getattr(nvml, "handles", {})
+    gpm = all(handles[u.uuid].gpm for u in units if u.uuid in handles)
+    profiles = ", ".join(u.profile for u in units)
+    if gpm:
+        return Check(f"gpu {index}", True, f"MIG ({profiles}): activity per instance from GPM")
+    return Check(f"gpu {index}", False, f"MIG ({profiles}) without GPM: activity per instance cannot be measured, "
+                 "so no one on it is ever stopped for idleness",
+                 "expected on A100-class GPUs; accept it, or use whole GPUs there (MIG off) for idle enforcement")
+
+
+def check_slices(containers: list[dict] | None, config: Config | None) -> Check:
+    """Every owner of a running container has an active slice: ds01d is doing its job."""
+    if config is None:
+        return Check("slices", False, "not checked: the config is not valid", "fix the config first")
+    if containers is None:
+        return Check("slices", False, "not checked: Docker is not usable", "see the docker check")
+    from ds01d.container_facts import build_record
+    from ds01d.systemd_slices import SliceError, SystemdSlices
+    today = dt.datetime.now(dt.timezone.utc).date()
+    wanted = sorted({rec.slice for rec, _ in (build_record(c, config, today, {}) for c in containers)
+                     if rec.slice and rec.status == "running"})
+    try:
+        slices = SystemdSlices()
+        missing = [s for s in wanted if not slices.is_active(s)]
+        slices.close()
+    except (OSError, SliceError) as exc:
+        return Check("slices", False, f"could not ask systemd: {exc}", "see the systemd check")
+    if missing:
+        return Check("slices", False, f"no active slice for {', '.join(missing)}",
+                     "is ds01d running? `systemctl status ds01d`; it creates them as containers appear")
+    return Check("slices", True, f"{len(wanted)} user slices active for the owners of running containers")
+
+
+def run_checks(config_path: str) -> list[Check]:
+    config_check, config = check_config(config_path)
+    docker_check, containers = check_docker()
+    return [config_check, docker_check, check_cgroups(), check_systemd(), *check_nvml(),
+            check_slices(_containers_if(docker_check, containers), config)]
+
+
+def report(checks: list[Check], color: bool, write: Callable[[str], None] = print) -> int:
+    for c in checks:
+        tag = ("\033[32m[ OK ]\033[0m" if c.ok else "\033[31m[FAIL]\033[0m") if color else \
+            ("[ OK ]" if c.ok else "[FAIL]")
+        write(f"{tag} {c.name}: {c.found}")
+        if not c.ok and c.fix:
+            write(f"       fix: {c.fix}")
+    failed = sum(not c.ok for c in checks)
+    write(f"{len(checks) - failed} of {len(checks)} checks passed" + (f"; {failed} need fixing" if failed else ""))
+    return 0 if failed == 0 else 1
+
+
+def main(config_path: str) -> int:
+    return report(run_checks(config_path), os.isatty(1) and not os.environ.get("NO_COLOR"))
