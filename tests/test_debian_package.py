@@ -1,0 +1,61 @@
+"""The Debian package: it builds from the checkout, carries what an admin expects, passes lintian,
+and ds01d runs on the python3 packages Debian 12 ships (python3-docker 5.0.3 and the rest)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+DEBIAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+
+pytestmark = pytest.mark.skipif(shutil.which("dpkg-buildpackage") is None,
+                                reason="dpkg-buildpackage is not installed (scripts/install-deps installs it)")
+
+
+@pytest.fixture(scope="module")
+def deb() -> Path:
+    subprocess.run([str(REPO / "scripts" / "build-deb")], check=True, capture_output=True, text=True, timeout=600)
+    return max((REPO / "dist").glob("ds01d_*_all.deb"), key=lambda p: p.stat().st_mtime)
+
+
+def test_contents(deb):
+    listing = subprocess.run(["dpkg-deb", "-c", str(deb)], check=True, capture_output=True, text=True).stdout
+    files = {line.split()[-1].lstrip(".") for line in listing.splitlines()}
+    for path in ("/usr/bin/ds01d", "/usr/bin/ds01-gpu-status", "/lib/systemd/system/ds01d.service",
+                 "/lib/systemd/system/ds01.slice", "/etc/ds01/ds01.yaml", "/usr/lib/tmpfiles.d/ds01d.conf",
+                 "/usr/share/man/man8/ds01d.8.gz", "/usr/share/man/man1/ds01-gpu-status.1.gz",
+                 "/usr/lib/python3/dist-packages/ds01d/daemon.py"):
+        assert path in files, path
+    conffiles = subprocess.run(["dpkg-deb", "-I", str(deb), "conffiles"], check=True, capture_output=True,
+                               text=True).stdout
+    assert conffiles.split() == ["/etc/ds01/ds01.yaml"]
+    control = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends", "Recommends"], check=True,
+                             capture_output=True, text=True).stdout
+    assert "python3-docker (>= 5.0.3)" in control and "libnvidia-ml1" in control
+    scripts = subprocess.run(["dpkg-deb", "-I", str(deb), "postinst"], check=True, capture_output=True,
+                             text=True).stdout
+    assert "deb-systemd-helper" in scripts and "ds01d.service" in scripts  # enabled and started on install
+
+
+def test_lintian_finds_no_errors_or_warnings(deb):
+    out = subprocess.run(["lintian", "--tag-display-limit", "0", str(deb)], capture_output=True, text=True)
+    tags = [line for line in out.stdout.splitlines() if line[:2] in ("E:", "W:")]
+    assert tags == []
+
+
+@pytest.mark.skipif(not Path("/usr/lib/python3/dist-packages/docker").exists(), reason="python3-docker missing")
+def test_runs_on_debians_python3_packages(tmp_path):
+    """Debian's python3 with only Debian's packages (no venv): imports, config check, limits."""
+    code = ("import docker, jeepney, sdnotify, systemd.journal, yaml, psutil; "
+            "import ds01d.daemon, ds01d.gpu_status, ds01d.doctor; "
+            "print(docker.__version__)")
+    out = subprocess.run(["/usr/bin/python3", "-I", "-c", f"import sys; sys.path.insert(0, {str(REPO)!r}); {code}"],
+                         capture_output=True, text=True, env=DEBIAN_ENV, check=True)
+    assert out.stdout.strip() == "5.0.3"
+    check = subprocess.run(["/usr/bin/python3", "-m", "ds01d.cli", "check-config", "config/ds01.yaml"], cwd=REPO,
+                           capture_output=True, text=True, env=DEBIAN_ENV)
+    assert check.returncode == 0, check.stderr
