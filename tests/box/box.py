@@ -61,13 +61,16 @@ TEST_LABEL = "ds01.test=1"
 # have no files on Debian; they are copied when present.
 BASE_UNITS = (
     "-.slice", "system.slice", "sysinit.target", "basic.target", "sockets.target",
-    "local-fs.target", "network.target", "network-online.target", "dbus.service",
+    "local-fs.target", "network.target", "network-online.target", "multi-user.target", "dbus.service",
     "dbus.socket", "containerd.service", "docker.service", "docker.socket",
     "systemd-journald.service", "systemd-journald.socket",
     "systemd-journald-dev-log.socket",
 )
 # Units started at boot, besides the extra ones a test passes.
 BOOT_WANTS = ("dbus.socket", "dbus.service", "systemd-journald.service", "docker.service")
+PACKAGE_UNITS = "/usr/lib/systemd/system"   # where packages put units
+ADMIN_UNITS = "/etc/systemd/system"         # where `systemctl enable` links them
+REPO_ROOT = Path(__file__).resolve().parents[2]
 REQUIRED_TOOLS = ("unshare", "nsenter", "dockerd", "containerd", "mount")
 
 # Moves the shell into the box's init.scope in every hierarchy, then execs the rest:
@@ -261,14 +264,14 @@ class Box:
 
     @classmethod
     def boot(cls, name: str, extra_units: Mapping[str, str] | None = None,
-             timeout: float = BOOT_TIMEOUT) -> Box:
+             timeout: float = BOOT_TIMEOUT, private_root: bool = False) -> Box:
         """Boot a box and return once systemd is up and Docker answers."""
         reason = missing_requirements()
         if reason:
             raise BoxError(f"cannot boot box {name!r}: {reason}")
         check_name(name)
         cls.destroy(name)  # a stale box of that name from a crashed run
-        _Layout(name, dict(extra_units or {})).write()
+        _Layout(name, dict(extra_units or {}), private_root).write()
         try:
             box = cls._launch(name)
         except BaseException:
@@ -556,9 +559,10 @@ def _tail(path: Path, lines: int) -> str:
 class _Layout:
     """Writes the runtime dir: units, drop-ins, daemon.json, the hook, the init scripts."""
 
-    def __init__(self, name: str, extra_units: dict[str, str]):
+    def __init__(self, name: str, extra_units: dict[str, str], private_root: bool = False):
         self.name = name
         self.extra_units = extra_units
+        self.private_root = private_root
         self.run = Box.run_dir_of(name)
         self.state = Box.state_dir_of(name)
         self.hierarchies = host_hierarchies()
@@ -659,6 +663,7 @@ class _Layout:
         newrun = state / "newrun"
         lines = [
             "set -e",
+            *(self._private_root() if self.private_root else []),
             f"echo ds01-box-{self.name} > /proc/sys/kernel/hostname",
             self._bind_if_there(run / "hostname", "/etc/hostname"),
             "mount -n -t sysfs -o nosuid,nodev,noexec sysfs /sys",
@@ -673,10 +678,46 @@ class _Layout:
             f"mkdir -p {q(str(newrun / 'ds01-box' / self.name))}",
             f"mount -n --bind {q(str(run))} {q(str(newrun / 'ds01-box' / self.name))}",
             f"mount -n --move {q(str(newrun))} /run",
-            f"exec env -i container=ds01-box SYSTEMD_UNIT_PATH={q(str(run / 'units'))}"
+            f"exec env -i container=ds01-box SYSTEMD_UNIT_PATH={q(self._unit_path())}"
             f" {SYSTEMD} --system --unit=test.target --show-status=false",
         ]
         return "\n".join(lines) + "\n"
+
+    def _unit_path(self) -> str:
+        """Only the box's units; a private-root box also sees /etc/systemd/system and
+        /usr/lib/systemd/system, which it starts empty (see _private_root), so that a unit a
+        package installs and enables inside the box is found, and nothing of the host's."""
+        units = str(self.run / "units")
+        return f"{units}:{ADMIN_UNITS}:{PACKAGE_UNITS}" if self.private_root else units
+
+    def _private_root(self) -> list[str]:
+        """An overlay over the host's / whose writes stay in the box (a package installed
+        with apt inside lands there), with the paths tests share with the host bound in.
+
+        The upper layer is on a tmpfs, a file system of its own, because overlayfs
+        refuses an upper directory inside its lower one; Docker's data-root stays on the
+        real disk (overlay2 cannot stack on overlayfs) through the bound state directory.
+        """
+        q = shlex.quote
+        priv = q(str(self.state / "private-root"))
+        new = f"{priv}/root"
+        # Never /tmp or another host directory a boot-time service could clean: only these.
+        shared = ["/dev", str(REPO_ROOT), str(self.run), str(self.state)]
+        lines = [f"mkdir -p {priv}",
+                 f"mount -n -t tmpfs -o mode=755 tmpfs {priv}",
+                 f"mkdir -p {priv}/upper {priv}/work {new}",
+                 f"mount -n -t overlay overlay -o lowerdir=/,upperdir={priv}/upper,workdir={priv}/work {new}"]
+        for path in dict.fromkeys(shared):
+            lines += [f"if [ -d {q(path)} ]; then mkdir -p {new}{q(path)}; "
+                      f"mount -n --rbind {q(path)} {new}{q(path)}; fi"]
+        lines += [f"mkdir -p {new}/.old-root", f"cd {new}", "pivot_root . .old-root", "cd /",
+                  "mount -n -t proc proc /proc", "umount -n -l /.old-root", "rmdir /.old-root",
+                  # The host's units stay out (their .wants would start host services in the box,
+                  # systemd-tmpfiles cleaning shared directories among them); what a package
+                  # installs or enables inside the box is all systemd finds there.
+                  f"mount -n -t tmpfs -o mode=755 tmpfs {PACKAGE_UNITS}",
+                  f"mount -n -t tmpfs -o mode=755 tmpfs {ADMIN_UNITS}"]
+        return lines
 
     @staticmethod
     def _bind_if_there(source: Path, target: str) -> str:
