@@ -82,20 +82,22 @@ def test_unknown_keys_at_every_level():
         "state_dir, socket_path, admin_group, show_other_users)",
         "/etc/ds01/ds01.yaml:3: policies: unknown key 'idle_treshold' (known: idle_threshold, idle_window, "
         "grace_after_start, warning_lead_times, keep_alive_file, keep_alive_max_age, gpus_all, unowned, "
-        "outside_slice, sigterm_grace, notify_command, max_extension)",
+        "outside_slice, sigterm_grace, notify_command, max_extension, allocation_timeout, allocation_wait, "
+        "allow_sharing, foreign_device)",
         "/etc/ds01/ds01.yaml:4: defaults.idle_timeout: unknown container kind 'jupyter' "
         "(kinds: docker, compose, devcontainer, ds01)",
         "/etc/ds01/ds01.yaml:4: defaults: unknown key 'cpu' (known: cpus, memory_max, memory_high, "
         "tasks_max, container_cpus, container_memory, container_shm_size, container_gpu_memory, gpu_quota, max_containers, "
-        "priority, idle_timeout, max_runtime, gpu_hold_after_stop, container_hold_after_stop)",
+        "priority, allow_full_gpu, idle_timeout, max_runtime, gpu_hold_after_stop, container_hold_after_stop)",
         "/etc/ds01/ds01.yaml:6: groups.students: unknown key 'memebers' (known: members, unix_group, cpus, "
         "memory_max, memory_high, tasks_max, container_cpus, container_memory, container_shm_size, "
-        "container_gpu_memory, gpu_quota, max_containers, priority, idle_timeout, max_runtime, gpu_hold_after_stop, "
-        "container_hold_after_stop)",
-        "/etc/ds01/ds01.yaml:8: user_overrides.bob: unknown key 'gpus' (known: reason, expires, group, cpus, "
+        "container_gpu_memory, gpu_quota, max_containers, priority, allow_full_gpu, idle_timeout, max_runtime, "
+        "gpu_hold_after_stop, container_hold_after_stop)",
+        "/etc/ds01/ds01.yaml:8: user_overrides.bob: unknown key 'gpus' (known: reason, expires, group, "
+        "reserved_gpus, reservation_start, reservation_end, cpus, "
         "memory_max, memory_high, tasks_max, container_cpus, container_memory, container_shm_size, "
-        "container_gpu_memory, gpu_quota, max_containers, priority, idle_timeout, max_runtime, gpu_hold_after_stop, "
-        "container_hold_after_stop)",
+        "container_gpu_memory, gpu_quota, max_containers, priority, allow_full_gpu, idle_timeout, max_runtime, "
+        "gpu_hold_after_stop, container_hold_after_stop)",
     ]
 
 

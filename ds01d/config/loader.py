@@ -18,7 +18,7 @@ from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from . import schema
-from .model import KINDS, LIFECYCLE_KEYS, Config, DaemonSettings, Group, Override, Policies
+from .model import KINDS, LIFECYCLE_KEYS, Config, DaemonSettings, Group, Override, Policies, Reservation
 
 
 @dataclass(frozen=True, order=True)
@@ -221,6 +221,22 @@ class _Reader:
                 line=line_of(key_node), unix_group_line=line_of(unix_node) if unix_node else 0)
         return groups
 
+    def reservation(self, user: str, key_node: Node, own: dict[str, tuple[Node, Any]]) -> Reservation | None:
+        """`reserved_gpus` with `reservation_start` and `reservation_end`: all three or none."""
+        keys = ("reserved_gpus", "reservation_start", "reservation_end")
+        present = [k for k in keys if k in own]
+        if not present:
+            return None
+        if len(present) != 3:
+            missing = ", ".join(k for k in keys if k not in own)
+            self.problem(key_node, f"user_overrides.{user}: a reservation needs {missing} too")
+            return None
+        start, end = own["reservation_start"][1], own["reservation_end"][1]
+        if end <= start:
+            self.problem(own["reservation_end"][0], f"user_overrides.{user}.reservation_end: before its start")
+            return None
+        return Reservation(user, own["reserved_gpus"][1], start, end, own.get("reason", (None, ""))[1])
+
     def member_list(self, value: Any) -> tuple[str, ...]:
         if not isinstance(value, list):
             raise ValueError(f"expected a list of user names, not {value!r}")
@@ -242,7 +258,9 @@ class _Reader:
         return value if ok else "default"
 
     def overrides(self, node: Node | None, groups: dict[str, Group]) -> dict[str, Override]:
-        own = {"reason": schema.text, "expires": schema.date, "group": schema.name}
+        own = {"reason": schema.text, "expires": schema.date, "group": schema.name,
+               "reserved_gpus": schema.device_list, "reservation_start": schema.timestamp,
+               "reservation_end": schema.timestamp}
         overrides: dict[str, Override] = {}
         for user, key_node, value_node in self.entries(node, "user_overrides"):
             where = f"user_overrides.{user}"
@@ -259,5 +277,6 @@ class _Reader:
             overrides[user] = Override(
                 user=user, reason=own_values.get("reason", (None, ""))[1],
                 expires=own_values.get("expires", (None, None))[1], group=group,
-                settings=settings, line=line_of(key_node))
+                settings=settings, line=line_of(key_node),
+                reservation=self.reservation(user, key_node, own_values))
         return overrides

@@ -22,7 +22,7 @@ KINDS: tuple[str, ...] = ("docker", "compose", "devcontainer", "ds01")
 SCALAR_KEYS: tuple[str, ...] = (
     "cpus", "memory_max", "memory_high", "tasks_max",
     "container_cpus", "container_memory", "container_shm_size", "container_gpu_memory",
-    "gpu_quota", "max_containers", "priority",
+    "gpu_quota", "max_containers", "priority", "allow_full_gpu",
 )
 
 #: Per-user lifecycle keys, each set per container kind (`null` = never).
@@ -62,6 +62,27 @@ class OutsideSlicePolicy(str, Enum):
     WARN = "warn"     # record and warn only
 
 
+class ForeignDevicePolicy(str, Enum):
+    """What to do with a container started on a device reserved for or allocated to another user."""
+
+    STOP = "stop"
+    WARN = "warn"
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Devices kept for one user between two times (from a user override)."""
+
+    user: str
+    devices: tuple[str, ...]
+    start: dt.datetime
+    end: dt.datetime
+    reason: str
+
+    def active(self, now: float) -> bool:
+        return self.start.timestamp() <= now < self.end.timestamp()
+
+
 @dataclass(frozen=True)
 class DaemonSettings:
     """How the daemon itself runs."""
@@ -89,6 +110,10 @@ class Policies:
     sigterm_grace: int = 30
     notify_command: tuple[str, ...] | None = None
     max_extension: int | None = 14400
+    allocation_timeout: int = 300
+    allocation_wait: int = 180
+    allow_sharing: bool = False
+    foreign_device: ForeignDevicePolicy = ForeignDevicePolicy.STOP
 
 
 @dataclass(frozen=True)
@@ -113,6 +138,7 @@ class Override:
     group: str | None = None
     settings: Mapping[str, Any] = field(default_factory=_empty)
     line: int = 0
+    reservation: Reservation | None = None
 
     def active(self, today: dt.date) -> bool:
         """An override applies through its expiry date, inclusive."""
@@ -146,6 +172,7 @@ BUILTIN_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "gpu_quota": 1.0,
     "max_containers": 3,
     "priority": 10,
+    "allow_full_gpu": False,
     **{f"idle_timeout.{k}": 1800 for k in KINDS},
     "max_runtime.docker": 2 * 86400,
     "max_runtime.compose": 3 * 86400,

@@ -14,7 +14,7 @@ from typing import Any, Callable, TypeVar
 
 from ds01d.quantities import parse_cpus, parse_duration, parse_size
 
-from .model import GpusAllPolicy, OutsideSlicePolicy, UnownedPolicy
+from .model import ForeignDevicePolicy, GpusAllPolicy, OutsideSlicePolicy, UnownedPolicy
 
 Parser = Callable[[Any], Any]
 E = TypeVar("E", bound=Enum)
@@ -129,6 +129,40 @@ def choice(enum: type[E]) -> Callable[[Any], E]:
     return parse
 
 
+def boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, not {value!r}")
+    return value
+
+
+def timestamp(value: Any) -> dt.datetime:
+    """A date and time like 2026-11-01T09:00:00 (UTC unless it says otherwise)."""
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, dt.date):
+        moment = dt.datetime(value.year, value.month, value.day)
+    elif isinstance(value, str):
+        try:
+            moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(f"expected a date and time like 2026-11-01T09:00:00, not {value!r}") from None
+    else:
+        raise ValueError(f"expected a date and time like 2026-11-01T09:00:00, not {value!r}")
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def device_list(value: Any) -> tuple[str, ...]:
+    """GPU devices as --gpus names them: 0, "1:2", GPU-... or MIG-... UUIDs."""
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"expected a list of devices like [0, \"1:2\"], not {value!r}")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, str)) or str(v).strip() == "":
+            raise ValueError(f"a device is an index like 0, \"1:2\" or a UUID, not {v!r}")
+        out.append(str(v))
+    return tuple(out)
+
+
 def duration_list(value: Any) -> tuple[int, ...]:
     if not isinstance(value, list):
         raise ValueError(f"expected a list of durations like [15m, 5m], not {value!r}")
@@ -148,16 +182,11 @@ SCALAR_PARSERS: dict[str, Parser] = {
     "gpu_quota": nullable(number(0)),
     "max_containers": nullable(integer(0)),
     "priority": integer(0, 100),
+    "allow_full_gpu": boolean,
 }
 
 #: Lifecycle keys: a duration (for every kind) or a mapping kind -> duration.
 LIFECYCLE_PARSER: Parser = nullable(duration)
-
-def boolean(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ValueError(f"expected true or false, not {value!r}")
-    return value
-
 
 DAEMON_PARSERS: dict[str, Parser] = {
     "sampling_interval": positive_duration,
@@ -180,8 +209,12 @@ POLICY_PARSERS: dict[str, Parser] = {
     "sigterm_grace": duration,
     "notify_command": nullable(command),
     "max_extension": nullable(duration),
+    "allocation_timeout": positive_duration,
+    "allocation_wait": duration,
+    "allow_sharing": boolean,
+    "foreign_device": choice(ForeignDevicePolicy),
 }
 
 GROUP_OWN_KEYS = ("members", "unix_group")
-OVERRIDE_OWN_KEYS = ("reason", "expires", "group")
+OVERRIDE_OWN_KEYS = ("reason", "expires", "group", "reserved_gpus", "reservation_start", "reservation_end")
 TOP_LEVEL_KEYS = ("daemon", "policies", "defaults", "default_group", "groups", "user_overrides")

@@ -1,0 +1,126 @@
+"""The allocator: the seeds' scenarios as tests, and properties over random hosts."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings, strategies as st
+
+from ds01d.allocation import Ask, UnitLoad, choose, usable, used_by
+from ds01d.gpus import Unit, gpu_equivalents
+
+
+def mig(gpu: int, slot: int, slices: int) -> Unit:
+    return Unit(f"MIG-{gpu}-{slot}", f"{gpu}:{slot}", f"A100 MIG {slices}g", f"GPU-{gpu}", gpu, slices / 7,
+                10 * slices, f"{slices}g.{10 * slices}gb", slot + 1, 0)
+
+
+def whole(gpu: int) -> Unit:
+    return Unit(f"GPU-{gpu}", str(gpu), "A100", f"GPU-{gpu}", gpu, 1.0, 80)
+
+
+# --- the seeds (003) ------------------------------------------------------------------
+
+def test_student_at_limit():
+    """Alice, student, two MIG instances' worth of quota: two allocations, then refused (not queued)."""
+    loads = [UnitLoad(mig(g, s, 2)) for g in (0, 1, 2) for s in range(3)]
+    quota = 2 * 2 / 7
+    first = choose(Ask("alice", 10, quota=quota), loads)
+    assert first.granted and first.units[0].is_mig
+    loads = [UnitLoad(l.unit, (("alice", 10),)) if l.unit in first.units else l for l in loads]
+    second = choose(Ask("alice", 10, quota=quota, used=used_by("alice", loads)), loads)
+    assert second.granted and second.units != first.units
+    loads = [UnitLoad(l.unit, (("alice", 10),)) if l.unit in second.units else l for l in loads]
+    third = choose(Ask("alice", 10, quota=quota, used=used_by("alice", loads)), loads)
+    assert not third.granted and not third.wait and "quota" in third.reason
+
+
+def test_priority_allocation():
+    """0:0 empty, 0:1 bob (student, 10), 0:2 carol (researcher, 50); sharing allowed.
+    Dave (admin) gets the empty one; Eve (researcher) shares with Carol, never beside a student;
+    Frank (student) shares with Bob, never beside a researcher."""
+    loads = [UnitLoad(mig(0, 0, 2)), UnitLoad(mig(0, 1, 2), (("bob", 10),)), UnitLoad(mig(0, 2, 2), (("carol", 50),))]
+    assert choose(Ask("dave", 90, allow_sharing=True), loads).units[0].index == "0:0"
+    loads[0] = UnitLoad(loads[0].unit, (("dave", 90),))
+    assert choose(Ask("eve", 50, allow_sharing=True), loads).units[0].index == "0:2"
+    assert choose(Ask("frank", 10, allow_sharing=True), loads).units[0].index == "0:1"
+    without_sharing = choose(Ask("frank", 10), loads)
+    assert without_sharing.wait and "0:1 in use by bob" in without_sharing.reason
+
+
+def test_time_based_reservation():
+    """GPU 0 reserved for john_doe: others are told so and get another GPU; John gets his."""
+    loads = [UnitLoad(whole(0), reserved_for="john_doe", reserved_until=1762560000.0), UnitLoad(whole(1))]
+    other = choose(Ask("alice", 50, full=True, may_full_gpu=True), loads)
+    assert [u.index for u in other.units] == ["1"]
+    loads[1] = UnitLoad(whole(1), (("alice", 50),))
+    blocked = choose(Ask("bob", 50, full=True, may_full_gpu=True), loads)
+    assert blocked.wait and "0 reserved for john_doe until 00:00 UTC" in blocked.reason
+    assert [u.index for u in choose(Ask("john_doe", 100, full=True, may_full_gpu=True), loads).units] == ["0"]
+
+
+def test_full_gpu_rules():
+    loads = [UnitLoad(mig(0, 0, 3)), UnitLoad(mig(0, 1, 4)), UnitLoad(whole(1), (("x", 10),))]
+    assert not choose(Ask("s", 10, full=True), loads).granted          # students may not
+    full = choose(Ask("r", 50, full=True, may_full_gpu=True), loads)     # a MIG GPU with every instance free
+    assert [u.index for u in full.units] == ["0:0", "0:1"] and gpu_equivalents(full.units) == 1.0
+
+
+def test_mig_first_for_students_whole_first_for_researchers():
+    loads = [UnitLoad(whole(0)), UnitLoad(mig(1, 0, 2))]
+    assert choose(Ask("s", 10), loads).units[0].is_mig
+    assert not choose(Ask("r", 50, may_full_gpu=True), loads).units[0].is_mig
+
+
+# --- properties ----------------------------------------------------------------------
+
+USERS = ["alice", "bob", "carol", "dave"]
+PRIORITIES = [10, 50, 90]
+
+
+@st.composite
+def hosts(draw):
+    units = []
+    for gpu in range(draw(st.integers(1, 4))):
+        if draw(st.booleans()):
+            units.append(whole(gpu))
+        else:
+            sizes = draw(st.lists(st.sampled_from([1, 2, 3, 4]), min_size=1, max_size=4).filter(lambda s: sum(s) <= 7))
+            units.extend(mig(gpu, slot, size) for slot, size in enumerate(sizes))
+    loads = []
+    for unit in units:
+        users = tuple(draw(st.lists(st.tuples(st.sampled_from(USERS), st.sampled_from(PRIORITIES)), max_size=2,
+                                    unique_by=lambda t: t[0])))
+        loads.append(UnitLoad(unit, users, claimed_by=draw(st.none() | st.sampled_from(USERS)),
+                              reserved_for=draw(st.none() | st.none() | st.sampled_from(USERS))))
+    return loads
+
+
+asks = st.builds(Ask, user=st.sampled_from(USERS), priority=st.sampled_from(PRIORITIES), count=st.integers(1, 3),
+                 full=st.booleans(), quota=st.none() | st.floats(0, 3), used=st.floats(0, 2),
+                 may_full_gpu=st.booleans(), allow_sharing=st.booleans())
+
+
+@settings(max_examples=400, deadline=None)
+@given(loads=hosts(), ask=asks)
+def test_properties(loads, ask):
+    answer = choose(ask, loads)
+    by_uuid = {l.unit.uuid: l for l in loads}
+    if answer.granted:
+        chosen = [by_uuid.get(u.uuid) for u in answer.units]
+        assert all(c is not None for c in chosen), "a device that does not exist"
+        assert len({u.uuid for u in answer.units}) == len(answer.units)
+        assert ask.quota is None or ask.used + gpu_equivalents(answer.units) <= ask.quota + 1e-6, "over quota"
+        assert all(c.taken_for(ask.user) is None for c in chosen), "reserved or held for someone else"
+        if ask.full:
+            assert ask.may_full_gpu and len({u.gpu_uuid for u in answer.units}) == 1
+            assert all(not c.users for c in chosen)
+        else:
+            assert len(answer.units) == ask.count
+            assert all(usable(c, ask) for c in chosen), "beside load of another priority"
+            for c in chosen:                                              # least-loaded first, per kind
+                same_kind = [l for l in loads if usable(l, ask) and l.unit.is_mig == c.unit.is_mig
+                             and l.unit not in answer.units]
+                assert all(l.load >= c.load for l in same_kind), "a less loaded device was passed over"
+    elif not ask.full and ask.count == 1:
+        fitting = [l for l in loads if usable(l, ask) and not l.users and
+                   (ask.quota is None or ask.used + l.unit.share <= ask.quota + 1e-6)]
+        assert not fitting, "a free fitting device exists but none was given"
