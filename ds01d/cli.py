@@ -144,11 +144,12 @@ def _socket(config_path: str) -> str:
     return socket_path(config_path)
 
 
-def _ask(args: argparse.Namespace, command: str, method: str, path: str, body: dict | None = None) -> dict | int:
+def _ask(args: argparse.Namespace, command: str, method: str, path: str, body: dict | None = None,
+         timeout: float = 15.0) -> dict | int:
     """The daemon's answer, or the exit code after saying in one sentence why there is none."""
     from ds01d.status_client import DaemonDown, call
     try:
-        code, doc = call(_socket(args.config), method, path, body)
+        code, doc = call(_socket(args.config), method, path, body, timeout=timeout)
     except DaemonDown as exc:
         print(f"ds01d: {exc}; check `systemctl status ds01d`.", file=sys.stderr)
         return 2
@@ -206,6 +207,34 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return doctor(args.config)
 
 
+def request_allocation(args: argparse.Namespace, command: str) -> dict | int:
+    """Ask the daemon for devices (waiting as long as --wait says, with a line saying so)."""
+    from ds01d.quantities import parse_duration
+    try:
+        wait = parse_duration(args.wait) if args.wait is not None else None
+    except ValueError as exc:
+        print(f"{command}: --wait: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    body = {"count": args.count, "full": args.full, "wait_s": wait, "user": getattr(args, "user", None)}
+    if wait != 0:
+        print(f"{command}: asking ds01d for a GPU (waiting up to {args.wait or 'the configured time'} if none "
+              "is free)...", file=sys.stderr)
+    return _ask(args, command, "POST", "/v1/allocate", body, timeout=(wait or 600) + 30)
+
+
+def cmd_allocate(args: argparse.Namespace) -> int:
+    doc = request_allocation(args, "ds01d allocate")
+    if isinstance(doc, int):
+        return doc
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
+    names = ", ".join(u["index"] + (f" ({u['profile']})" if u["profile"] else "") for u in doc["units"])
+    print(f"{doc['user']}: GPU {names}, kept for you until {doc['expires_at']} for a container to start on it:")
+    print("  docker run " + " ".join(doc["docker_args"]) + " IMAGE ...")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ds01d", description="ds01d: fair sharing of a multi-user GPU server's Docker containers.")
@@ -244,6 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("doctor", help="check what this host needs for ds01d, with the fix for each failure")
     p.add_argument("--config", default=DEFAULT_PATH, metavar="PATH", help=f"config file (default {DEFAULT_PATH})")
     p.set_defaults(func=cmd_doctor)
+
+    p = sub.add_parser("allocate", help="get free GPU devices for a new container (your own; admins: --user)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--count", type=int, default=1, metavar="N", help="how many devices (default 1)")
+    size.add_argument("--full", action="store_true", help="one whole GPU (if your group may have one)")
+    p.add_argument("--wait", metavar="DURATION", help="how long to wait when none is free (default: the "
+                                                     "config's allocation_wait; 0s: do not wait)")
+    p.add_argument("--user", help="allocate for this user (admins only)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--config", default=DEFAULT_PATH, metavar="PATH", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_allocate)
 
     p = sub.add_parser("status", help="everything ds01d tracks, with the audit trail (admins)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

@@ -32,6 +32,7 @@ from ds01d.decisions import DecisionLog, JournalSend, journald_send
 from ds01d.docker_adapter import CONNECTION_ERRORS, DockerAdapter, DockerEvent, StreamEnded
 from ds01d.enforcement import (Action, excess_running, max_containers_reason, outside_slice_action,
                                unowned_action)
+from ds01d.allocations import Allocations, Host
 from ds01d.gpu_watch import GpuWatch
 from ds01d.gpus import gpu_equivalents
 from ds01d.status_model import Caller, Hold, StatusView, iso
@@ -120,6 +121,7 @@ class Daemon:
         self._unix: tuple[float, dict[str, frozenset[str]]] | None = None
         self._limits: dict[str | None, EffectiveLimits] = {}
         self.gpus = GpuWatch(self.store, clock, nvml_open)
+        self.allocations = Allocations(self.gpus.gpu, self.log)
         self.next_pass = 0.0
         self.next_status = 0.0
         self.next_publish = 0.0
@@ -146,6 +148,9 @@ class Daemon:
                     self.reload()
                 if self.docker is not None and time.monotonic() >= self.next_pass:
                     self.sampling_pass()
+                if self.allocations.waiters:
+                    self.allocations.serve_waiters(self.host())
+                    self.dirty = True
                 if self.dirty and time.monotonic() >= self.next_publish:
                     self.publish_safely()
                 if time.monotonic() >= self.next_status:
@@ -340,6 +345,8 @@ class Daemon:
         if record.wants_gpu and self.just_started(record, trigger):
             verdict = self.gpus.check_start(record, limits or self.limits_for(record.owner), self.config.policies,
                                             self.store.live_containers(), self.limits_for)
+            if verdict is None:
+                verdict = self.allocations.on_start(self.host(), record, self.gpus.units_of(record)[0])
             if verdict is not None:
                 self.carry_out(record, Action(verdict[0], verdict[1]), "gpu-start")
         if limits is None:
@@ -410,6 +417,7 @@ class Daemon:
         self._limits.clear()  # Unix groups and override expiry may have moved since the last pass
         try:
             self.gpus.run_pass(self.store.live_containers(), self.limits_for, self.config.policies, interval, self)
+            self.allocations.expire(self.clock())
         except Exception as exc:  # one bad pass must not take the daemon down; the journal says why
             self.error(f"sampling pass failed: {type(exc).__name__}: {exc}")
         self.last_alive = self.clock()
@@ -517,14 +525,27 @@ class Daemon:
             samples=dict(self.gpus.samples), upcoming=dict(self.gpus.upcoming), holds=holds, quotas=quotas,
             recent=recent, docker_connected=self.docker is not None, cpu_only=self.gpus.cpu_only,
             sampling_interval=self.config.daemon.sampling_interval,
-            show_other_users=self.config.daemon.show_other_users, quota_of=self.quota_function())
+            show_other_users=self.config.daemon.show_other_users, quota_of=self.quota_function(),
+            queue=tuple(self.allocations.queue(now)))
 
     def quota_function(self) -> Callable[[str], float | None]:
         """A caller's GPU quota, for the socket's threads: pure over this config and day."""
         config, today, unix = self.config, self.today(), self.unix_members()
         return lambda user: resolve(config, user, today, unix)["gpu_quota"]
 
+    def host(self) -> Host:
+        """The allocator's picture of the moment."""
+        now = self.clock()
+        records = self.store.live_containers()
+        holds = [Hold(r.id, r.owner, r.name, units, end) for r, units, end in
+                 self.gpus.holds(records, self.limits_for, now)]
+        return Host(now, self.config, self.gpus.inventory, records, self.gpus.gpu.all(), holds, self.limits_for)
+
     def admin_request(self, request: AdminRequest) -> None:
+        if request.action == "allocate":  # answered now or, for a waiter, when a device frees
+            self.allocations.request(self.host(), request.args, request.caller, request.reply)
+            self.dirty = True
+            return
         try:
             handler = {"release": self.release_request, "extend": self.extend_request}[request.action]
             result = handler(request.args, request.caller)

@@ -99,6 +99,19 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX extensions_container ON extensions(container, rule);
     """,
+    # 4: allocations handed out by `ds01d allocate` / `ds01 run`
+    """
+    CREATE TABLE allocations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        user TEXT NOT NULL,
+        units TEXT NOT NULL,
+        created REAL NOT NULL,
+        expires REAL NOT NULL,
+        container TEXT,
+        status TEXT NOT NULL
+    );
+    CREATE INDEX allocations_pending ON allocations(status) WHERE status = 'pending';
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -306,6 +319,19 @@ class GpuStore:
 
     def clear_extensions(self, container: str) -> None:
         self.db.execute("DELETE FROM extensions WHERE container=?", (container,))
+
+    def add_allocation(self, user: str, units: list[str], now: float, expires: float) -> int:
+        cur = self.db.execute("INSERT INTO allocations(user, units, created, expires, status) "
+                              "VALUES(?,?,?,?,'pending')", (user, json.dumps(units), now, expires))
+        return int(cur.lastrowid or 0)
+
+    def pending_allocations(self) -> list[tuple[int, str, tuple[str, ...], float]]:
+        """(id, user, unit uuids, expires) of allocations no container has claimed yet."""
+        rows = self.db.execute("SELECT id, user, units, expires FROM allocations WHERE status='pending'")
+        return [(r[0], r[1], tuple(json.loads(r[2])), r[3]) for r in rows]
+
+    def close_allocation(self, allocation_id: int, status: str, container: str | None = None) -> None:
+        self.db.execute("UPDATE allocations SET status=?, container=? WHERE id=?", (status, container, allocation_id))
 
     def first_warned(self, container: str, rule: str) -> float | None:
         row = self.db.execute("SELECT min(sent) FROM warnings WHERE container=? AND rule=?", (container, rule))

@@ -51,6 +51,7 @@ class StatusView:
     holds: tuple[Hold, ...] = ()
     quotas: Mapping[str, tuple[float | None, float]] = field(default_factory=dict)  # owner -> (quota, used)
     quota_of: Callable[[str], float | None] = lambda user: None  # for callers without containers
+    queue: tuple[Mapping[str, Any], ...] = ()                     # allocations waiting for a device
     recent: tuple[Mapping[str, Any], ...] = ()
     docker_connected: bool = False
     cpu_only: str | None = None
@@ -172,6 +173,7 @@ def build(view: StatusView, caller: Caller, mine: bool = False) -> dict[str, Any
         "me": {"gpu_quota": quota, "gpu_used": round(used, 6),
                "containers": [container_entry(view, r, names, holds) for r in mine_records]},
         "recent": [dict(e) for e in view.recent if e.get("user") == caller.user][:10],
+        "queue": [dict(w) | {"user": names.user(w["user"])} for w in view.queue],
     }
 
 

@@ -116,6 +116,10 @@ def render(doc: Mapping[str, Any], color: bool = False) -> str:
             out.append(paint(f"GPU {gpu['index']}  {gpu['name']}", "bold") + f"  {first.strip()}")
             out.extend(rest)
     out.append("")
+    if doc.get("queue"):
+        waiting = ", ".join(f"{w['user']} ({'a whole GPU' if w['full'] else w['count']}, priority {w['priority']}, "
+                            f"{duration(w['waiting_s'])})" for w in doc["queue"])
+        out.append(paint(f"Waiting for a GPU: {waiting}", "yellow"))
     out.extend(me_lines(doc, paint))
     return "\n".join(out) + "\n"
 

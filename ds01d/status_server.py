@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlparse
 
 from ds01d.status_model import Caller, StatusView, build, build_admin
 
-ADMIN_ACTIONS = ("release", "extend")
+ADMIN_ACTIONS = ("release", "extend", "allocate")
 
 
 @dataclass
@@ -116,8 +116,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         reply: concurrent.futures.Future = concurrent.futures.Future()
         self.server.app.submit(AdminRequest(action, args, self._caller(), reply))
+        waits = args.get("wait_s") if action == "allocate" else 0
         try:
-            code, body = reply.result(timeout=10)
+            code, body = reply.result(timeout=10 + (waits if isinstance(waits, int) and waits > 0 else 0))
         except concurrent.futures.TimeoutError:
             code, body = 503, {"error": "ds01d is busy; try again"}
         self._send(code, body)

@@ -1,0 +1,208 @@
+"""Handing out devices: `ds01d allocate` requests, the wait queue, and allocations that
+containers claim when they start.
+
+The rules are in `ds01d.allocation`; this module keeps the state that goes with them
+(allocations in the database, waiters in memory) and is driven by the main loop only.
+A waiter's socket connection stays open until it is served or its wait runs out.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import syslog
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from ds01d.allocation import Answer, Ask, UnitLoad, choose, used_by
+from ds01d.config import Config, ForeignDevicePolicy
+from ds01d.decisions import DecisionLog
+from ds01d.gpu_request import GpuRequest
+from ds01d.gpus import Inventory, Unit, resolve_request
+from ds01d.limits import EffectiveLimits
+from ds01d.quantities import format_duration
+from ds01d.state import ContainerRecord, GpuState, GpuStore
+from ds01d.status_model import Caller, Hold, iso
+
+
+@dataclass(frozen=True)
+class Host:
+    """What the allocator reads of the daemon's world at one moment."""
+
+    now: float
+    config: Config
+    inventory: Inventory
+    records: Sequence[ContainerRecord]
+    states: Mapping[str, GpuState]
+    holds: Sequence[Hold]
+    limits_for: Callable[[str | None], EffectiveLimits]
+
+
+@dataclass(order=True)
+class Waiter:
+    sort_key: tuple[int, int]
+    user: str = field(compare=False)
+    ask_args: dict[str, Any] = field(compare=False)
+    deadline: float = field(compare=False)
+    since: float = field(compare=False)
+    reply: concurrent.futures.Future = field(compare=False)
+
+
+class Allocations:
+    def __init__(self, gpu: GpuStore, log: DecisionLog):
+        self.gpu = gpu
+        self.log = log
+        self.waiters: list[Waiter] = []
+        self._arrivals = itertools.count()
+
+    # --- the picture --------------------------------------------------------------------
+
+    def reservations(self, host: Host) -> dict[str, tuple[str, float, str]]:
+        """unit uuid -> (user, until, reason) for configured reservations active now."""
+        out: dict[str, tuple[str, float, str]] = {}
+        for override in host.config.overrides.values():
+            r = override.reservation
+            if r is None or not r.active(host.now):
+                continue
+            units, _ = resolve_request(GpuRequest(device_ids=r.devices), host.inventory)
+            for unit in units:
+                out[unit.uuid] = (r.user, r.end.timestamp(), r.reason)
+        return out
+
+    def loads(self, host: Host) -> list[UnitLoad]:
+        users: dict[str, list[tuple[str, int]]] = {}
+        for rec in host.records:
+            if rec.status == "running" and rec.owner and rec.id in host.states:
+                for uuid in host.states[rec.id].units:
+                    users.setdefault(uuid, []).append((rec.owner, host.limits_for(rec.owner)["priority"]))
+        claimed: dict[str, tuple[str, float | None]] = {}
+        for hold in host.holds:
+            for uuid in hold.units:
+                if hold.owner:
+                    claimed[uuid] = (hold.owner, hold.until)
+        for _, user, units, expires in self.gpu.pending_allocations():
+            for uuid in units:
+                claimed.setdefault(uuid, (user, expires))
+        reserved = self.reservations(host)
+        return [UnitLoad(u, tuple(dict(users.get(u.uuid, [])).items()),
+                         *claimed.get(u.uuid, (None, None)), *reserved.get(u.uuid, (None, None, ""))[:2])
+                for u in host.inventory.units]
+
+    def ask(self, host: Host, user: str, args: Mapping[str, Any], loads: list[UnitLoad]) -> Ask:
+        limits = host.limits_for(user)
+        return Ask(user, limits["priority"], count=int(args.get("count") or 1), full=bool(args.get("full")),
+                   quota=limits["gpu_quota"], used=used_by(user, loads), may_full_gpu=bool(limits["allow_full_gpu"]),
+                   allow_sharing=host.config.policies.allow_sharing)
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def request(self, host: Host, args: dict[str, Any], caller: Caller,
+                reply: concurrent.futures.Future) -> None:
+        """Answer now, or queue the caller until a device fits or the wait runs out."""
+        user = args.get("user") or caller.user
+        if user != caller.user and not caller.admin:
+            reply.set_result((403, {"error": f"{caller.user} may allocate only for themselves"}))
+            return
+        count = args.get("count", 1)
+        if not isinstance(count, int) or not 1 <= count <= 64:
+            reply.set_result((400, {"error": "count must be a whole number from 1 to 64"}))
+            return
+        wait = args.get("wait_s")
+        wait = host.config.policies.allocation_wait if wait is None else int(wait)
+        loads = self.loads(host)
+        answer = choose(self.ask(host, user, args, loads), loads)
+        if answer.granted:
+            reply.set_result(self.grant(host, user, answer, caller))
+        elif not answer.wait or wait <= 0:
+            self.log.record("allocate-refused", answer.reason, user=user, priority=syslog.LOG_WARNING)
+            reply.set_result((409, {"error": answer.reason}))
+        else:
+            priority = host.limits_for(user)["priority"]
+            self.waiters.append(Waiter((-priority, next(self._arrivals)), user, dict(args), host.now + wait,
+                                       host.now, reply))
+            self.waiters.sort()
+            self.log.record("allocate-wait", f"waiting up to {format_duration(wait)}: {answer.reason}", user=user)
+
+    def grant(self, host: Host, user: str, answer: Answer, caller: Caller) -> tuple[int, dict[str, Any]]:
+        timeout = host.config.policies.allocation_timeout
+        expires = host.now + timeout
+        uuids = [u.uuid for u in answer.units]
+        allocation_id = self.gpu.add_allocation(user, uuids, host.now, expires)
+        names = ", ".join(f"{u.index}" + (f" ({u.profile})" if u.profile else "") for u in answer.units)
+        by = "" if caller.user == user else f" by {caller.user}"
+        self.log.record("allocate", f"GPU {names} allocated{by}, kept until {iso(expires)} for a container to "
+                                    "start on it", user=user, details={"units": uuids, "id": allocation_id})
+        limits = host.limits_for(user)
+        gpus = f"device={','.join(uuids)}"
+        return 200, {
+            "id": allocation_id, "user": user, "expires_at": iso(expires),
+            "units": [{"uuid": u.uuid, "index": u.index, "profile": u.profile, "share": u.share}
+                      for u in answer.units],
+            "gpus": gpus, "slice": limits.slice,
+            "docker_args": ["--gpus", f'"{gpus}"' if len(uuids) > 1 else gpus, f"--cgroup-parent={limits.slice}",
+                            f"--label=ds01.user={user}", "--label=ds01.container_type=ds01"],
+        }
+
+    def serve_waiters(self, host: Host) -> None:
+        """Highest priority first, then first come; each gets whatever fits now."""
+        still: list[Waiter] = []
+        for waiter in self.waiters:
+            loads = self.loads(host)
+            answer = choose(self.ask(host, waiter.user, waiter.ask_args, loads), loads)
+            if answer.granted:
+                waiter.reply.set_result(self.grant(host, waiter.user, answer, Caller(waiter.user, -1, False)))
+            elif not answer.wait:
+                waiter.reply.set_result((409, {"error": answer.reason}))
+            elif host.now >= waiter.deadline:
+                waiter.reply.set_result((408, {"error": self.timeout_message(waiter, answer)}))
+                self.log.record("allocate-timeout", answer.reason, user=waiter.user, priority=syslog.LOG_WARNING)
+            else:
+                still.append(waiter)
+        self.waiters = still
+
+    @staticmethod
+    def timeout_message(waiter: Waiter, answer: Answer) -> str:
+        waited = format_duration(int(waiter.deadline - waiter.since))
+        return (f"GPU allocation failed after {waited}: {answer.reason}.\n\nSuggestions:\n"
+                "  1. Stop an idle container of yours: docker stop <name>\n"
+                "  2. Wait for a hold to end or for idle containers to be stopped, and try again\n"
+                "  3. See who holds what: ds01-gpu-status")
+
+    def queue(self, now: float) -> list[dict[str, Any]]:
+        return [{"user": w.user, "count": int(w.ask_args.get("count") or 1), "full": bool(w.ask_args.get("full")),
+                 "priority": -w.sort_key[0], "waiting_s": round(now - w.since),
+                 "gives_up_in_s": max(0, round(w.deadline - now))} for w in self.waiters]
+
+    # --- containers --------------------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        for allocation_id, user, units, expires in self.gpu.pending_allocations():
+            if now >= expires:
+                self.gpu.close_allocation(allocation_id, "expired")
+                self.log.record("allocate-expired", f"no container started on it by {iso(expires)}; released",
+                                user=user, details={"units": list(units)})
+
+    def on_start(self, host: Host, record: ContainerRecord, units: Sequence[Unit]) -> tuple[str, str] | None:
+        """Claim the owner's allocation; ("stop"/"warn", reason) when the devices are someone else's."""
+        mine = {u.uuid for u in units}
+        by_uuid = host.inventory.by_uuid()
+        for allocation_id, user, allocated, expires in self.gpu.pending_allocations():
+            overlap = mine & set(allocated)
+            if not overlap:
+                continue
+            if user == record.owner:
+                self.gpu.close_allocation(allocation_id, "claimed", record.id)
+                continue
+            names = ", ".join(sorted(by_uuid[u].index for u in overlap if u in by_uuid))
+            return self._foreign(host, f"GPU {names} is allocated to {user} until {iso(expires)}")
+        for uuid, (user, until, reason) in self.reservations(host).items():
+            if uuid in mine and user != record.owner:
+                why = f" ({reason})" if reason else ""
+                return self._foreign(host, f"GPU {by_uuid[uuid].index} is reserved for {user} until "
+                                           f"{iso(until)}{why}")
+        return None
+
+    @staticmethod
+    def _foreign(host: Host, reason: str) -> tuple[str, str]:
+        kind = "stop" if host.config.policies.foreign_device is ForeignDevicePolicy.STOP else "warn"
+        return kind, reason + "; ask for a device with `ds01d allocate` or `ds01 run`"

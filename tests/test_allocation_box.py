@@ -1,0 +1,136 @@
+"""Allocation end to end: the daemon, real Docker, the fake NVML, users outside the docker group."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.nvml_scenarios import mig_gpu, mig_uuid, whole_gpu, gpu_uuid, write
+from tests.service import Service, ids_of
+
+pytestmark = pytest.mark.box
+BIN = Path(sys.prefix) / "bin"
+ALICE, BOB = 2001, 2002
+
+CONFIG = textwrap.dedent("""\
+    daemon: {state_dir: "{state_dir}", sampling_interval: 1s}
+    policies: {grace_after_start: 0s, sigterm_grace: 1s, allocation_timeout: 1m, allocation_wait: 20s}
+    defaults: {gpu_quota: 1, gpu_hold_after_stop: 3s, idle_timeout: null, max_runtime: null}
+    default_group: students
+    groups:
+      students: {}
+      researchers: {members: [dave], allow_full_gpu: true, priority: 50}
+    """)
+
+
+def reservation(start: float, end: float) -> str:
+    iso = lambda t: dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return CONFIG + textwrap.dedent(f"""\
+        user_overrides:
+          carol:
+            reason: thesis week
+            reserved_gpus: [0]
+            reservation_start: {iso(start)}
+            reservation_end: {iso(end)}
+        """)
+
+
+@pytest.fixture(scope="module")
+def env(box):
+    box.add_user("alice", ALICE)
+    box.add_user("bob", BOB)
+    svc = Service(box, CONFIG, fake_nvml=True)
+    write(svc.nvml_scenario, [whole_gpu(0), mig_gpu(1, [{"slices": 3}, {"slices": 4}])])
+    svc.reset(CONFIG)
+    yield svc
+    svc.stop()
+
+
+def allocate_as(box, uid, *args):
+    argv = box.command(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                        str(BIN / "ds01d"), "allocate", "--json", *args])
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def start(box, cleanup, name, user, gpus):
+    box.docker("run", "-d", "--name", cleanup(name), "--label", f"ds01.user={user}", "--gpus", gpus,
+               "busybox:local", "sleep", "600")
+    return ids_of(box, [name])[name]
+
+
+def running(box, cid) -> bool:
+    return box.docker("inspect", "-f", "{{.State.Running}}", cid).stdout.strip() == "true"
+
+
+def test_two_users_race_for_the_last_device(env, box, box_cleanup):
+    occupiers = [start(box, box_cleanup, "occupier", "erin", f"device={mig_uuid(1, 1)}"),
+                 start(box, box_cleanup, "occupier-0", "frank", "device=0")]
+    for cid in occupiers:
+        box.wait_until(lambda: (env.gpu_state(cid) or {}).get("units"), 5.0, what="occupier recorded")
+    # Whole GPU 0 and MIG 1:1 are in use: MIG 1:0 is the last free device.
+    first, second = allocate_as(box, ALICE, "--wait", "20s"), allocate_as(box, BOB, "--wait", "20s")
+    deadline = time.monotonic() + 10
+    while first.poll() is None and second.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    done, waiting = (first, second) if first.poll() is not None else (second, first)
+    assert waiting.poll() is None, "both got the last device"
+    won = json.loads(done.communicate(timeout=5)[0])
+    winner, loser = won["user"], ("bob" if won["user"] == "alice" else "alice")
+    assert [u["uuid"] for u in won["units"]] == [mig_uuid(1, 0)]
+    assert env.wait_decision(DS01_USER=loser, DS01_ACTION="allocate-wait")
+    cid = start(box, box_cleanup, "winner", winner, f"device={mig_uuid(1, 0)}")
+    box.wait_until(lambda: running(box, cid), 5.0, what="winner's container")
+    time.sleep(1.5)
+    assert running(box, cid) and waiting.poll() is None   # claimed, not stopped; the loser still waits
+    box.docker("stop", "-t", "0", cid)
+    stopped = env.wait_record(cid, 5.0, status="exited")["finished_at"]
+    out, err = waiting.communicate(timeout=20)
+    got = json.loads(out)
+    assert got["user"] == loser and [u["uuid"] for u in got["units"]] == [mig_uuid(1, 0)]
+    served = env.wait_decision(DS01_USER=loser, DS01_ACTION="allocate")
+    assert stopped + 3 <= int(served["__REALTIME_TIMESTAMP"]) / 1e6 <= stopped + 3 + 1.5
+
+
+def test_reservation_window_keeps_others_off_and_ends_on_time(env, box, box_cleanup):
+    start_at = time.time() + 2
+    env.write_config(reservation(start_at, start_at + 5))
+    box.run(["systemctl", "reload", "ds01d.service"])
+    env.wait_decision(DS01_ACTION="reload")
+    while time.time() < start_at + 0.5:
+        time.sleep(0.1)
+    during = start(box, box_cleanup, "in-window", "dave", "device=0")
+    entry = env.wait_decision(DS01_CONTAINER=during, DS01_ACTION="stop")
+    assert "GPU 0 is reserved for carol until" in entry["DS01_REASON"] and "thesis week" in entry["DS01_REASON"]
+    refused = box.run([str(BIN / "ds01d"), "allocate", "--full", "--user", "dave", "--wait", "0s"], check=False)
+    assert refused.returncode == 1 and "0 reserved for carol" in refused.stderr
+    while time.time() < start_at + 5.5:
+        time.sleep(0.1)
+    after = start(box, box_cleanup, "after-window", "dave", "device=0")
+    time.sleep(2)
+    assert running(box, after)
+    env.write_config(CONFIG)
+    box.run(["systemctl", "reload", "ds01d.service"])
+
+
+def test_ds01_run_lands_in_the_slice_on_the_allocated_device(env, box, box_cleanup):
+    name = box_cleanup("via-ds01-run")
+    out = box.run([str(BIN / "ds01"), "run", "--gpus", "1", "-d", "--name", name, "busybox:local", "sleep", "600"],
+                  env={"PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin"})
+    assert "ds01 run: GPU" in out.stderr and "for root, in ds01-students-root.slice" in out.stderr
+    info = json.loads(box.docker("inspect", name).stdout)[0]
+    assert info["HostConfig"]["CgroupParent"] == "ds01-students-root.slice"
+    assert info["Config"]["Labels"]["ds01.user"] == "root"
+    assert info["Config"]["Labels"]["ds01.container_type"] == "ds01"
+    device_ids = info["HostConfig"]["DeviceRequests"][0]["DeviceIDs"]
+    claimed = env.wait_decision(DS01_USER="root", DS01_ACTION="allocate")
+    assert json.loads(box.docker("inspect", "-f", "{{json .State.Running}}", name).stdout)
+    assert len(device_ids) == 1 and device_ids[0] in (mig_uuid(1, 0), mig_uuid(1, 1), gpu_uuid(0))
+    rec = env.wait_record(info["Id"], 5.0, owner="root", kind="ds01")
+    assert rec["owner_signal"] == "label:ds01.user" and claimed
