@@ -28,6 +28,7 @@ def test_contents(deb):
     for path in ("/usr/bin/ds01d", "/usr/bin/ds01-gpu-status", "/lib/systemd/system/ds01d.service",
                  "/lib/systemd/system/ds01.slice", "/etc/ds01/ds01.yaml", "/usr/lib/tmpfiles.d/ds01d.conf",
                  "/usr/share/man/man8/ds01d.8.gz", "/usr/share/man/man1/ds01-gpu-status.1.gz",
+                 "/usr/bin/ds01", "/usr/share/man/man1/ds01.1.gz",
                  "/usr/lib/python3/dist-packages/ds01d/daemon.py"):
         assert path in files, path
     conffiles = subprocess.run(["dpkg-deb", "-I", str(deb), "conffiles"], check=True, capture_output=True,
