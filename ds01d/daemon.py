@@ -191,6 +191,9 @@ class Daemon:
 
     def shutdown(self) -> None:
         self.notifier.stopping()
+        for waiter in self.allocations.waiters:  # nobody will serve them now: say so rather than time out
+            waiter.reply.set_result((503, {"error": "ds01d is stopping; ask again in a moment"}))
+        self.allocations.waiters.clear()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()

@@ -21,6 +21,8 @@ _CPUS = {"cpus", "container_cpus"}
 def display(name: str, value: Any) -> str:
     """A setting's value as an admin would write it in the config."""
     key = name.split(".")[0]
+    if isinstance(value, bool):
+        return "yes" if value else "no"
     if value is None:
         return "never" if key in LIFECYCLE_KEYS else "unlimited"
     if key in LIFECYCLE_KEYS:
