@@ -21,13 +21,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from ds01d import fake_pynvml
+from ds01d.testing import fake_pynvml
 from ds01d.config import parse_config
-from ds01d.gpu_request import GpuRequest
-from ds01d.gpu_watch import GpuWatch
-from ds01d.limits import resolve
-from ds01d.nvml import Nvml
-from ds01d.state import ContainerRecord, Store
+from ds01d.rules.gpu_request import GpuRequest
+from ds01d.daemon.gpu_watch import GpuWatch
+from ds01d.rules.limits import resolve
+from ds01d.host.nvml import Nvml
+from ds01d.host.state_db import Store
+from ds01d.rules.records import ContainerRecord
 from tests.nvml_scenarios import mig_gpu, write
 
 GPUS, SLOTS, CONTAINERS = 8, 7, 200

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ds01d.cli import main
+from ds01d.cli.main import main
 
 REPO = Path(__file__).resolve().parent.parent
 SHIPPED = str(REPO / "config" / "ds01.yaml")
@@ -62,7 +62,7 @@ def test_limits_json_and_docker_args(tmp_path, capsys):
 def test_limits_with_a_broken_config_prints_problems_not_a_traceback(tmp_path):
     cfg = tmp_path / "ds01.yaml"
     cfg.write_text("defaults: [\n")
-    result = subprocess.run([sys.executable, "-m", "ds01d.cli", "limits", "alice", "--config", str(cfg)],
+    result = subprocess.run([sys.executable, "-m", "ds01d.cli.main", "limits", "alice", "--config", str(cfg)],
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 1
     assert result.stderr.startswith(f"{cfg}:2: bad YAML:")
@@ -79,7 +79,7 @@ def test_usage_errors_exit_2(argv, capsys):
 def test_usage_reports_gpu_seconds_per_user(tmp_path, capsys):
     import datetime as dt
 
-    from ds01d.state import GpuStore, Store
+    from ds01d.host.state_db import GpuStore, Store
 
     cfg = tmp_path / "ds01.yaml"
     cfg.write_text(f"daemon: {{state_dir: {tmp_path}/state}}\n")

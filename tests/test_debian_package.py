@@ -29,7 +29,7 @@ def test_contents(deb):
                  "/lib/systemd/system/ds01.slice", "/etc/ds01/ds01.yaml", "/usr/lib/tmpfiles.d/ds01d.conf",
                  "/usr/share/man/man8/ds01d.8.gz", "/usr/share/man/man1/ds01-gpu-status.1.gz",
                  "/usr/bin/ds01", "/usr/share/man/man1/ds01.1.gz",
-                 "/usr/lib/python3/dist-packages/ds01d/daemon.py"):
+                 "/usr/lib/python3/dist-packages/ds01d/daemon/loop.py"):
         assert path in files, path
     conffiles = subprocess.run(["dpkg-deb", "-I", str(deb), "conffiles"], check=True, capture_output=True,
                                text=True).stdout
@@ -52,11 +52,11 @@ def test_lintian_finds_no_errors_or_warnings(deb):
 def test_runs_on_debians_python3_packages(tmp_path):
     """Debian's python3 with only Debian's packages (no venv): imports, config check, limits."""
     code = ("import docker, jeepney, sdnotify, systemd.journal, yaml, psutil; "
-            "import ds01d.daemon, ds01d.gpu_status, ds01d.doctor; "
+            "import ds01d.daemon.loop, ds01d.cli.gpu_status, ds01d.cli.doctor; "
             "print(docker.__version__)")
     out = subprocess.run(["/usr/bin/python3", "-I", "-c", f"import sys; sys.path.insert(0, {str(REPO)!r}); {code}"],
                          capture_output=True, text=True, env=DEBIAN_ENV, check=True)
     assert out.stdout.strip() == "5.0.3"
-    check = subprocess.run(["/usr/bin/python3", "-m", "ds01d.cli", "check-config", "config/ds01.yaml"], cwd=REPO,
+    check = subprocess.run(["/usr/bin/python3", "-m", "ds01d.cli.main", "check-config", "config/ds01.yaml"], cwd=REPO,
                            capture_output=True, text=True, env=DEBIAN_ENV)
     assert check.returncode == 0, check.stderr

@@ -29,7 +29,7 @@ def env(box):
 
 def doctor(box, svc, scenario=None):
     env = {"DS01D_FAKE_NVML": str(scenario or svc.nvml_scenario)}
-    return box.run([sys.executable, "-m", "ds01d.cli", "doctor", "--config", str(svc.config_path)], check=False,
+    return box.run([sys.executable, "-m", "ds01d.cli.main", "doctor", "--config", str(svc.config_path)], check=False,
                    env=env)
 
 

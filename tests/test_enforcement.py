@@ -4,9 +4,9 @@ import dataclasses
 import datetime as dt
 
 from ds01d.config import OutsideSlicePolicy, Policies, UnownedPolicy, parse_config
-from ds01d.enforcement import excess_running, outside_slice_action, unowned_action
-from ds01d.limits import resolve
-from ds01d.state import ContainerRecord
+from ds01d.rules.enforcement import excess_running, outside_slice_action, unowned_action
+from ds01d.rules.limits import resolve
+from ds01d.rules.records import ContainerRecord
 
 REC = ContainerRecord(id="a", name="a", image="busybox", owner="alice", owner_signal="label:ds01.user",
                       kind="docker", group="default", slice="ds01-default-alice.slice", cgroup_parent="",

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from ds01d.status_server import StatusApp, StatusServer
+from ds01d.daemon.status_server import StatusApp, StatusServer
 from tests.test_status_render import scenes
 
-TOOL = [sys.executable, "-m", "ds01d.gpu_status"]
+TOOL = [sys.executable, "-m", "ds01d.cli.gpu_status"]
 REPO = Path(__file__).resolve().parent.parent
 
 

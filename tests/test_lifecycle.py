@@ -2,8 +2,8 @@
 
 import pytest
 
-from ds01d.gpus import GpuProcess, Unit, UnitSample
-from ds01d.lifecycle import (BUSY, IDLE, UNKNOWN, Deadline, IdleState, Verdict, hold_end, idle_deadline,
+from ds01d.rules.gpu_units import GpuProcess, Unit, UnitSample
+from ds01d.rules.lifecycle import (BUSY, IDLE, UNKNOWN, Deadline, IdleState, Verdict, hold_end, idle_deadline,
                              quota_check, removal_at, runtime_deadline, track_idle, verdict, warning_due)
 
 WHOLE = Unit("GPU-1", "1", "H100", "GPU-1", 1, 1.0, 80)

@@ -6,7 +6,7 @@ import textwrap
 from hypothesis import given, strategies as st
 
 from ds01d.config import BUILTIN_DEFAULTS, SETTING_NAMES, parse_config
-from ds01d.limits import membership, resolve, slice_properties
+from ds01d.rules.limits import membership, resolve, slice_properties
 
 TODAY = dt.date(2026, 11, 24)
 CONFIG = parse_config(textwrap.dedent("""\

@@ -4,9 +4,9 @@ import time
 
 import pytest
 
-from ds01d import fake_pynvml
-from ds01d.gpus import Inventory
-from ds01d.nvml import MIG_NO_GPM, Nvml, NvmlUnavailable
+from ds01d.testing import fake_pynvml
+from ds01d.rules.gpu_units import Inventory
+from ds01d.host.nvml import MIG_NO_GPM, Nvml, NvmlUnavailable
 from tests.nvml_scenarios import gpu_uuid, mig_gpu, mig_uuid, whole_gpu, write
 
 

@@ -2,9 +2,9 @@
 
 import pytest
 
-from ds01d.gpu_request import gpu_request
-from ds01d.owners import container_kind, resolve_owner, slice_owner, unescape_unit_part
-from ds01d.units import systemd_escape, user_slice
+from ds01d.rules.gpu_request import gpu_request
+from ds01d.rules.owners import container_kind, resolve_owner, slice_owner, unescape_unit_part
+from ds01d.rules.slice_names import systemd_escape, user_slice
 
 
 def inspect(name="c", labels=None, cgroup_parent="", mounts=(), env=(), runtime="runc", device_requests=None,

@@ -1,7 +1,7 @@
 import pytest
 from hypothesis import given, strategies as st
 
-from ds01d.quantities import (format_cpus, format_duration, format_size, parse_cpus, parse_duration,
+from ds01d.config.quantities import (format_cpus, format_duration, format_size, parse_cpus, parse_duration,
                               parse_size)
 
 

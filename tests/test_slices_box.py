@@ -38,7 +38,7 @@ def config_file(box, tmp_path: Path) -> Path:
 
 
 def ds01d(box, *args: str, check: bool = True):
-    return box.run([sys.executable, "-m", "ds01d.cli", *args], check=check, env={"PYTHONPATH": str(REPO)})
+    return box.run([sys.executable, "-m", "ds01d.cli.main", *args], check=check, env={"PYTHONPATH": str(REPO)})
 
 
 def test_slice_limits_reach_systemd_and_the_container_cgroup(box, box_cleanup, config_file: Path):

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from ds01d.gpus import GpuProcess, Inventory, Unit, UnitSample
-from ds01d.lifecycle import Deadline
-from ds01d.state import ContainerRecord, GpuState
-from ds01d.status_model import Caller, Hold, StatusView, build
-from ds01d.status_render import render
+from ds01d.rules.gpu_units import GpuProcess, Inventory, Unit, UnitSample
+from ds01d.rules.lifecycle import Deadline
+from ds01d.rules.records import ContainerRecord, GpuState
+from ds01d.daemon.status_model import Caller, Hold, StatusView, build
+from ds01d.cli.status_render import render
 
 GOLDEN = Path(__file__).parent / "golden"
 NOW = 1795521600.0  # 2026-11-24 12:00:00 UTC

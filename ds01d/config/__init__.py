@@ -1,4 +1,9 @@
-"""ds01d's configuration: the model, its loader, and checks against the host."""
+"""ds01d's configuration: the model (`model`), one parser per key (`schema`), the YAML
+loader with file:line problems (`loader`), checks against the host (`checks`), and the
+durations, sizes and CPU counts admins write (`quantities`).
+
+The bottom of the package: everything may import it, it imports nothing of ds01d's.
+"""
 
 from .loader import ConfigError, ConfigProblem, load_config, parse_config
 from .model import (

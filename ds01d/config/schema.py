@@ -12,7 +12,7 @@ import datetime as dt
 from enum import Enum
 from typing import Any, Callable, TypeVar
 
-from ds01d.quantities import parse_cpus, parse_duration, parse_size
+from ds01d.config.quantities import parse_cpus, parse_duration, parse_size
 
 from .model import ForeignDevicePolicy, GpusAllPolicy, OutsideSlicePolicy, UnownedPolicy
 

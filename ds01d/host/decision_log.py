@@ -13,7 +13,7 @@ import syslog
 import time
 from typing import Any, Callable, Protocol
 
-from ds01d.state import Store
+from ds01d.host.state_db import Store
 
 JournalSend = Callable[..., None]
 

@@ -4,7 +4,7 @@ import subprocess
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ds01d.units import group_slice, systemd_escape, user_slice
+from ds01d.rules.slice_names import group_slice, systemd_escape, user_slice
 
 
 def test_slice_names_escape_like_systemd():

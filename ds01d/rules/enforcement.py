@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from ds01d.config import OutsideSlicePolicy, Policies, UnownedPolicy
-from ds01d.limits import EffectiveLimits
-from ds01d.state import ContainerRecord
+from ds01d.rules.limits import EffectiveLimits
+from ds01d.rules.records import ContainerRecord
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Sequence
 
-from ds01d.gpu_request import GpuRequest
+from ds01d.rules.gpu_request import GpuRequest
 
 
 @dataclass(frozen=True)

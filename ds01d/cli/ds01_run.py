@@ -13,7 +13,7 @@ import shutil
 import sys
 from typing import Sequence
 
-from ds01d.cli import request_allocation
+from ds01d.cli.main import request_allocation
 from ds01d.config import DEFAULT_PATH
 
 USAGE = "usage: ds01 run [--gpus N] [--wait DURATION] [docker run arguments...] IMAGE [COMMAND...]"

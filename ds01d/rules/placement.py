@@ -18,7 +18,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
-from ds01d.gpus import Unit, gpu_equivalents
+from ds01d.rules.gpu_units import Unit, gpu_equivalents
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlparse
 
-from ds01d.status_model import Caller, StatusView, build, build_admin
+from ds01d.daemon.status_model import Caller, StatusView, build, build_admin
 
 ADMIN_ACTIONS = ("release", "extend", "allocate")
 

@@ -27,24 +27,25 @@ from typing import Any, Callable
 
 from ds01d.config import Config, ConfigError, load_config
 from ds01d.config.checks import host_problems
-from ds01d.container_facts import build_record
-from ds01d.decisions import DecisionLog, JournalSend, journald_send
-from ds01d.docker_adapter import CONNECTION_ERRORS, DockerAdapter, DockerEvent, StreamEnded
-from ds01d.enforcement import (Action, excess_running, max_containers_reason, outside_slice_action,
+from ds01d.rules.container_facts import build_record
+from ds01d.host.decision_log import DecisionLog, JournalSend, journald_send
+from ds01d.host.docker_engine import CONNECTION_ERRORS, DockerAdapter, DockerEvent, StreamEnded
+from ds01d.rules.enforcement import (Action, excess_running, max_containers_reason, outside_slice_action,
                                unowned_action)
-from ds01d.allocations import Allocations, Host
-from ds01d.gpu_watch import GpuWatch
-from ds01d.gpus import gpu_equivalents
-from ds01d.status_model import Caller, Hold, StatusView, iso
-from ds01d.status_server import AdminRequest, StatusApp, StatusServer
-from ds01d.limits import EffectiveLimits, resolve, slice_properties
-from ds01d.nvml import Nvml
-from ds01d.notify import Notifier
-from ds01d.quantities import format_cpus, format_duration, format_size
-from ds01d.state import ContainerRecord, Store
-from ds01d.systemd_slices import INFINITY, SliceError, SystemdSlices
-from ds01d.tell import run_notify_command, tell_user
-from ds01d.unix_groups import is_local_user, unix_group_members
+from ds01d.daemon.allocation_service import Allocations, Host
+from ds01d.daemon.gpu_watch import GpuWatch
+from ds01d.rules.gpu_units import gpu_equivalents
+from ds01d.daemon.status_model import Caller, Hold, StatusView, iso
+from ds01d.daemon.status_server import AdminRequest, StatusApp, StatusServer
+from ds01d.rules.limits import EffectiveLimits, resolve, slice_properties
+from ds01d.host.nvml import Nvml
+from ds01d.host.sd_notify import Notifier
+from ds01d.config.quantities import format_cpus, format_duration, format_size
+from ds01d.host.state_db import Store
+from ds01d.rules.records import ContainerRecord
+from ds01d.host.slices import INFINITY, SliceError, SystemdSlices
+from ds01d.host.messages import run_notify_command, tell_user
+from ds01d.host.unix_groups import is_local_user, unix_group_members
 
 TICK = 0.2
 STATUS_EVERY = 1.0            # seconds between STATUS= refreshes (a query over every container)

@@ -12,10 +12,10 @@ from dataclasses import asdict
 from typing import Any, Callable, Mapping
 
 from ds01d.config import Config
-from ds01d.gpu_request import gpu_request
-from ds01d.limits import EffectiveLimits, UnixMembers, resolve
-from ds01d.owners import resolve_owner
-from ds01d.state import ContainerRecord
+from ds01d.rules.gpu_request import gpu_request
+from ds01d.rules.limits import EffectiveLimits, UnixMembers, resolve
+from ds01d.rules.owners import resolve_owner
+from ds01d.rules.records import ContainerRecord
 
 _DOCKER_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 

@@ -1,7 +1,7 @@
 """Handing out devices: `ds01d allocate` requests, the wait queue, and allocations that
 containers claim when they start.
 
-The rules are in `ds01d.allocation`; this module keeps the state that goes with them
+The rules are in `ds01d.rules.placement`; this module keeps the state that goes with them
 (allocations in the database, waiters in memory) and is driven by the main loop only.
 A waiter's socket connection stays open until it is served or its wait runs out.
 """
@@ -14,15 +14,16 @@ import syslog
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from ds01d.allocation import Answer, Ask, UnitLoad, choose, used_by
+from ds01d.rules.placement import Answer, Ask, UnitLoad, choose, used_by
 from ds01d.config import Config, ForeignDevicePolicy
-from ds01d.decisions import DecisionLog
-from ds01d.gpu_request import GpuRequest
-from ds01d.gpus import Inventory, Unit, resolve_request
-from ds01d.limits import EffectiveLimits
-from ds01d.quantities import format_duration
-from ds01d.state import ContainerRecord, GpuState, GpuStore
-from ds01d.status_model import Caller, Hold, iso
+from ds01d.host.decision_log import DecisionLog
+from ds01d.rules.gpu_request import GpuRequest
+from ds01d.rules.gpu_units import Inventory, Unit, resolve_request
+from ds01d.rules.limits import EffectiveLimits
+from ds01d.config.quantities import format_duration
+from ds01d.host.state_db import GpuStore
+from ds01d.rules.records import ContainerRecord, GpuState
+from ds01d.daemon.status_model import Caller, Hold, iso
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """How limits become systemd properties on each cgroup version (the D-Bus calls run in the box tests)."""
 
-from ds01d.systemd_slices import INFINITY, CgroupMode, SliceResult, dbus_properties, detect_cgroup_mode
+from ds01d.host.slices import INFINITY, CgroupMode, SliceResult, dbus_properties, detect_cgroup_mode
 
 LIMITS = {"CPUQuotaPerSecUSec": 2_000_000, "MemoryMax": 2**30, "MemoryHigh": None, "TasksMax": 100}
 

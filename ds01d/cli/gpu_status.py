@@ -16,8 +16,8 @@ import time
 from typing import Sequence
 
 from ds01d.config import DEFAULT_PATH, DaemonSettings
-from ds01d.status_client import DaemonDown, call
-from ds01d.status_render import render
+from ds01d.cli.status_client import DaemonDown, call
+from ds01d.cli.status_render import render
 
 EXIT_DAEMON_DOWN = 2
 

@@ -14,7 +14,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from ds01d.config import BUILTIN_DEFAULTS, SETTING_NAMES, Config, Override
-from ds01d.units import user_slice
+from ds01d.rules.slice_names import user_slice
 
 UnixMembers = Mapping[str, frozenset[str]]
 

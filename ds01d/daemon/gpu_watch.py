@@ -4,7 +4,7 @@ Each sampling pass reads NVML once, attributes GPU processes to containers
 through /proc/<pid>/cgroup, judges every running GPU container (busy, idle or
 unknown), moves its idle clock, and fires what is due: warnings, idle and
 runtime stops, hold releases and removals.  The decisions come from
-`ds01d.lifecycle`; this module gathers the facts and persists what the next
+`ds01d.rules.lifecycle`; this module gathers the facts and persists what the next
 pass (or the next daemon) needs.
 """
 
@@ -17,14 +17,15 @@ import os
 from typing import Callable, Iterable, Protocol
 
 from ds01d.config import GpusAllPolicy, Policies
-from ds01d.gpu_request import GpuRequest
-from ds01d.gpus import Inventory, Unit, UnitSample, container_of_cgroup, gpu_equivalents, resolve_request
-from ds01d.lifecycle import (UNKNOWN, Deadline, IdleState, Verdict, hold_end, idle_deadline, quota_check,
+from ds01d.rules.gpu_request import GpuRequest
+from ds01d.rules.gpu_units import Inventory, Unit, UnitSample, container_of_cgroup, gpu_equivalents, resolve_request
+from ds01d.rules.lifecycle import (UNKNOWN, Deadline, IdleState, Verdict, hold_end, idle_deadline, quota_check,
                              removal_at, runtime_deadline, track_idle, verdict, warning_due)
-from ds01d.limits import EffectiveLimits
-from ds01d.nvml import Nvml, NvmlUnavailable
-from ds01d.quantities import format_duration, format_size
-from ds01d.state import ContainerRecord, GpuState, GpuStore, Store
+from ds01d.rules.limits import EffectiveLimits
+from ds01d.host.nvml import Nvml, NvmlUnavailable
+from ds01d.config.quantities import format_duration, format_size
+from ds01d.host.state_db import GpuStore, Store
+from ds01d.rules.records import ContainerRecord, GpuState
 
 INVENTORY_EVERY = 30          # passes between inventory refreshes (MIG layouts change rarely)
 STOPPED = ("exited", "dead")

@@ -5,7 +5,8 @@ import sqlite3
 
 import pytest
 
-from ds01d.state import SCHEMA_VERSION, ContainerRecord, StateError, Store
+from ds01d.host.state_db import SCHEMA_VERSION, StateError, Store
+from ds01d.rules.records import ContainerRecord
 
 REC = ContainerRecord(id="c1", name="n", image="busybox:local", owner="alice", owner_signal="label:ds01.user",
                       kind="docker", group="g", slice="ds01-g-alice.slice", cgroup_parent="",

@@ -11,8 +11,8 @@ import shlex
 from typing import Any
 
 from ds01d.config import KINDS, LIFECYCLE_KEYS, SCALAR_KEYS
-from ds01d.limits import EffectiveLimits
-from ds01d.quantities import format_cpus, format_duration, format_size
+from ds01d.rules.limits import EffectiveLimits
+from ds01d.config.quantities import format_cpus, format_duration, format_size
 
 _SIZES = {"memory_max", "memory_high", "container_memory", "container_shm_size"}
 _CPUS = {"cpus", "container_cpus"}

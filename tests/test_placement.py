@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from ds01d.allocation import Ask, UnitLoad, choose, usable, used_by
-from ds01d.gpus import Unit, gpu_equivalents
+from ds01d.rules.placement import Ask, UnitLoad, choose, usable, used_by
+from ds01d.rules.gpu_units import Unit, gpu_equivalents
 
 
 def mig(gpu: int, slot: int, slices: int) -> Unit:

@@ -1,6 +1,6 @@
 """The admin's notify command: argv, no shell, DS01_* fields in the environment, errors reported."""
 
-from ds01d.tell import run_notify_command, tell_user
+from ds01d.host.messages import run_notify_command, tell_user
 
 
 def test_notify_command_gets_the_fields(tmp_path):

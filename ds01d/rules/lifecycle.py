@@ -13,8 +13,8 @@ import datetime as dt
 from dataclasses import dataclass, replace
 from typing import Iterable, Mapping, Sequence
 
-from ds01d.gpus import Unit, UnitSample, attributable_activity, gpu_equivalents
-from ds01d.quantities import format_duration
+from ds01d.rules.gpu_units import Unit, UnitSample, attributable_activity, gpu_equivalents
+from ds01d.config.quantities import format_duration
 
 BUSY, IDLE, UNKNOWN = "busy", "idle", "unknown"
 

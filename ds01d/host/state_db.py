@@ -14,8 +14,9 @@ import json
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
 from typing import Any
+
+from ds01d.rules.records import ContainerRecord, GpuState
 
 _MIGRATIONS: tuple[str, ...] = (
     # 1: containers, audit, meta
@@ -114,33 +115,6 @@ _MIGRATIONS: tuple[str, ...] = (
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
-
-
-@dataclass(frozen=True)
-class ContainerRecord:
-    """One container as ds01d last saw and judged it."""
-
-    id: str
-    name: str
-    image: str
-    owner: str | None
-    owner_signal: str | None
-    kind: str
-    group: str | None
-    slice: str | None
-    cgroup_parent: str
-    gpu_request: dict[str, Any]
-    flags: tuple[str, ...]
-    status: str
-    created_at: float | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    pid: int | None = None
-    protected: bool = False
-
-    @property
-    def wants_gpu(self) -> bool:
-        return bool(self.gpu_request.get("source"))
 
 
 class StateError(Exception):
@@ -257,19 +231,6 @@ class Store:
             return self.db.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
         return self.db.execute("SELECT * FROM audit WHERE user=? ORDER BY seq DESC LIMIT ?",
                                (user, limit)).fetchall()
-
-
-@dataclass(frozen=True)
-class GpuState:
-    """What ds01d measured and decided about one container's GPUs."""
-
-    container: str
-    units: tuple[str, ...] = ()
-    idle_since: float | None = None
-    verdict: str | None = None
-    why: str | None = None
-    activity: float | None = None
-    released: float | None = None
 
 
 class GpuStore:

@@ -14,9 +14,9 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from ds01d.gpus import Inventory, Unit, UnitSample
-from ds01d.lifecycle import Deadline
-from ds01d.state import ContainerRecord, GpuState
+from ds01d.rules.gpu_units import Inventory, Unit, UnitSample
+from ds01d.rules.lifecycle import Deadline
+from ds01d.rules.records import ContainerRecord, GpuState
 
 SCHEMA = 1
 HIDDEN_USER = "(another user)"

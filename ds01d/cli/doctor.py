@@ -26,7 +26,7 @@ class Check:
 
 
 def check_config(path: str) -> tuple[Check, Config | None]:
-    from ds01d.daemon import load_checked_config
+    from ds01d.daemon.loop import load_checked_config
     try:
         config = load_checked_config(path, dt.datetime.now(dt.timezone.utc).date())
     except ConfigError as exc:
@@ -37,7 +37,7 @@ def check_config(path: str) -> tuple[Check, Config | None]:
 
 
 def check_docker() -> tuple[Check, list[dict]]:
-    from ds01d.docker_adapter import CONNECTION_ERRORS, DockerAdapter
+    from ds01d.host.docker_engine import CONNECTION_ERRORS, DockerAdapter
     try:
         docker = DockerAdapter(timeout=10)
         info = docker.api.info()
@@ -58,7 +58,7 @@ def _containers_if(check: Check, containers: list[dict]) -> list[dict] | None:
 
 
 def check_cgroups() -> Check:
-    from ds01d.systemd_slices import CgroupMode, detect_cgroup_mode
+    from ds01d.host.slices import CgroupMode, detect_cgroup_mode
     if detect_cgroup_mode() is CgroupMode.V2:
         return Check("cgroups", True, "cgroup v2: CPUQuota, MemoryMax, MemoryHigh and TasksMax are all enforced")
     return Check("cgroups", True, "cgroup v1 (hybrid or legacy): CPUQuota, MemoryLimit and TasksMax are enforced; "
@@ -66,7 +66,7 @@ def check_cgroups() -> Check:
 
 
 def check_systemd() -> Check:
-    from ds01d.systemd_slices import SystemdSlices
+    from ds01d.host.slices import SystemdSlices
     try:
         SystemdSlices().close()
     except OSError as exc:
@@ -75,7 +75,7 @@ def check_systemd() -> Check:
 
 
 def check_nvml() -> list[Check]:
-    from ds01d.nvml import Nvml, NvmlUnavailable
+    from ds01d.host.nvml import Nvml, NvmlUnavailable
     try:
         nvml = Nvml.open()
         inventory = nvml.inventory()
@@ -114,8 +114,8 @@ def check_slices(containers: list[dict] | None, config: Config | None) -> Check:
         return Check("slices", False, "not checked: the config is not valid", "fix the config first")
     if containers is None:
         return Check("slices", False, "not checked: Docker is not usable", "see the docker check")
-    from ds01d.container_facts import build_record
-    from ds01d.systemd_slices import SliceError, SystemdSlices
+    from ds01d.rules.container_facts import build_record
+    from ds01d.host.slices import SliceError, SystemdSlices
     today = dt.datetime.now(dt.timezone.utc).date()
     wanted = sorted({rec.slice for rec, _ in (build_record(c, config, today, {}) for c in containers)
                      if rec.slice and rec.status == "running"})

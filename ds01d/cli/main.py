@@ -16,9 +16,9 @@ from typing import Callable, Sequence
 from ds01d import __version__
 from ds01d.config import DEFAULT_PATH, ConfigError, load_config
 from ds01d.config.checks import host_problems
-from ds01d.limits import EffectiveLimits, resolve, slice_properties
-from ds01d.limits_report import render_docker_args, render_text, to_json
-from ds01d.unix_groups import is_local_user, unix_group_members
+from ds01d.rules.limits import EffectiveLimits, resolve, slice_properties
+from ds01d.cli.limits_report import render_docker_args, render_text, to_json
+from ds01d.host.unix_groups import is_local_user, unix_group_members
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
 
@@ -66,7 +66,7 @@ def cmd_limits(args: argparse.Namespace) -> int:
 
 def apply_slice(limits: EffectiveLimits) -> int:
     """Put the user's limits on their slice now, through systemd, and say what systemd reports."""
-    from ds01d.systemd_slices import SliceError, SystemdSlices  # needs D-Bus; other commands do not
+    from ds01d.host.slices import SliceError, SystemdSlices  # needs D-Bus; other commands do not
 
     try:
         slices = SystemdSlices()
@@ -93,15 +93,15 @@ def apply_slice(limits: EffectiveLimits) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ds01d.daemon import run_daemon  # the daemon's imports are not needed by the admin commands
+    from ds01d.daemon.loop import run_daemon  # the daemon's imports are not needed by the admin commands
 
     return run_daemon(args.config)
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
     """GPU-seconds per user from the state database, busy and idle, since a day."""
-    from ds01d.quantities import parse_duration
-    from ds01d.state import GpuStore, StateError, Store
+    from ds01d.config.quantities import parse_duration
+    from ds01d.host.state_db import GpuStore, StateError, Store
 
     try:
         config = load_config(args.config)
@@ -140,14 +140,14 @@ def cmd_usage(args: argparse.Namespace) -> int:
 
 
 def _socket(config_path: str) -> str:
-    from ds01d.gpu_status import socket_path
+    from ds01d.cli.gpu_status import socket_path
     return socket_path(config_path)
 
 
 def _ask(args: argparse.Namespace, command: str, method: str, path: str, body: dict | None = None,
          timeout: float = 15.0) -> dict | int:
     """The daemon's answer, or the exit code after saying in one sentence why there is none."""
-    from ds01d.status_client import DaemonDown, call
+    from ds01d.cli.status_client import DaemonDown, call
     try:
         code, doc = call(_socket(args.config), method, path, body, timeout=timeout)
     except DaemonDown as exc:
@@ -161,7 +161,7 @@ def _ask(args: argparse.Namespace, command: str, method: str, path: str, body: d
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Everything ds01d knows, for admins: devices, every container (unowned and flagged too), the audit trail."""
-    from ds01d.status_render import render
+    from ds01d.cli.status_render import render
     doc = _ask(args, "status", "GET", "/v1/admin/status")
     if isinstance(doc, int):
         return doc
@@ -189,7 +189,7 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_extend(args: argparse.Namespace) -> int:
-    from ds01d.quantities import parse_duration
+    from ds01d.config.quantities import parse_duration
     try:
         seconds = parse_duration(args.duration)
     except ValueError as exc:
@@ -203,13 +203,13 @@ def cmd_extend(args: argparse.Namespace) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from ds01d.doctor import main as doctor
+    from ds01d.cli.doctor import main as doctor
     return doctor(args.config)
 
 
 def request_allocation(args: argparse.Namespace, command: str) -> dict | int:
     """Ask the daemon for devices (waiting as long as --wait says, with a line saying so)."""
-    from ds01d.quantities import parse_duration
+    from ds01d.config.quantities import parse_duration
     try:
         wait = parse_duration(args.wait) if args.wait is not None else None
     except ValueError as exc:

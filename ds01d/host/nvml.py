@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Callable, TypeVar
 
-from ds01d.gpus import GpuProcess, Inventory, Unit, UnitSample
+from ds01d.rules.gpu_units import GpuProcess, Inventory, Unit, UnitSample
 
 T = TypeVar("T")
 FAKE_ENV = "DS01D_FAKE_NVML"
@@ -35,7 +35,7 @@ def import_pynvml() -> ModuleType:
     """nvidia-ml-py's pynvml, or the scenario fake when DS01D_FAKE_NVML names a file."""
     scenario = os.environ.get(FAKE_ENV)
     if scenario:
-        fake = importlib.import_module("ds01d.fake_pynvml")
+        fake = importlib.import_module("ds01d.testing.fake_pynvml")
         fake.use_scenario(scenario)
         return fake
     try:

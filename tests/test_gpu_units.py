@@ -2,8 +2,8 @@
 
 import pytest
 
-from ds01d.gpu_request import GpuRequest
-from ds01d.gpus import (GpuProcess, Inventory, Unit, UnitSample, attributable_activity, container_of_cgroup,
+from ds01d.rules.gpu_request import GpuRequest
+from ds01d.rules.gpu_units import (GpuProcess, Inventory, Unit, UnitSample, attributable_activity, container_of_cgroup,
                         gpu_equivalents, resolve_request)
 
 CID = "a" * 64
