@@ -26,7 +26,7 @@ class Check:
 
 
 def check_config(path: str) -> tuple[Check, Config | None]:
-    from ds01d.daemon.loop import load_checked_config
+    from ds01d.daemon.reload import load_checked_config
     try:
         config = load_checked_config(path, dt.datetime.now(dt.timezone.utc).date())
     except ConfigError as exc:

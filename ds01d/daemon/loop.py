@@ -9,12 +9,17 @@ Order on (re)connect: the events stream is opened first, from where the last
 handled event left off, then the full listing is reconciled.  An event that
 races the listing is seen twice, which is harmless because handling a container
 is idempotent; no container can be missed.
+
+What the loop drives lives beside it: the rules decide (`ds01d.rules`), the
+actuator carries out stops and warnings, the slice keeper puts limits on slices,
+the GPU watch runs the sampling pass, the allocation service keeps the wait
+queue, admin actions answer the socket, and reload swaps the config.  This
+module only orders them.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import datetime as dt
 import os
 import queue
@@ -22,30 +27,29 @@ import signal
 import syslog
 import sys
 import time
-from dataclasses import dataclass
 from typing import Any, Callable
 
-from ds01d.config import Config, ConfigError, load_config
-from ds01d.config.checks import host_problems
-from ds01d.rules.container_facts import build_record
-from ds01d.host.decision_log import DecisionLog, JournalSend, journald_send
-from ds01d.host.docker_engine import CONNECTION_ERRORS, DockerAdapter, DockerEvent, StreamEnded
-from ds01d.rules.enforcement import (Action, excess_running, max_containers_reason, outside_slice_action,
-                               unowned_action)
+from ds01d.config import Config, ConfigError
+from ds01d.daemon.actuator import Actuator, StopDone, WorkerError
+from ds01d.daemon.admin_actions import AdminActions
 from ds01d.daemon.allocation_service import Allocations, Host
 from ds01d.daemon.gpu_watch import GpuWatch
-from ds01d.rules.gpu_units import gpu_equivalents
-from ds01d.daemon.status_model import Caller, Hold, StatusView, iso
+from ds01d.daemon.reload import load_checked_config, reload_config
+from ds01d.daemon.slice_keeper import SliceKeeper
+from ds01d.daemon.status_model import Hold, StatusView, iso
 from ds01d.daemon.status_server import AdminRequest, StatusApp, StatusServer
-from ds01d.rules.limits import EffectiveLimits, resolve, slice_properties
+from ds01d.host.decision_log import DecisionLog, JournalSend, journald_send
+from ds01d.host.docker_engine import CONNECTION_ERRORS, DockerAdapter, DockerEvent, StreamEnded
 from ds01d.host.nvml import Nvml
 from ds01d.host.sd_notify import Notifier
-from ds01d.config.quantities import format_cpus, format_duration, format_size
+from ds01d.host.slices import SystemdSlices
 from ds01d.host.state_db import Store
-from ds01d.rules.records import ContainerRecord
-from ds01d.host.slices import INFINITY, SliceError, SystemdSlices
-from ds01d.host.messages import run_notify_command, tell_user
 from ds01d.host.unix_groups import is_local_user, unix_group_members
+from ds01d.rules.container_facts import build_record
+from ds01d.rules.enforcement import Action, excess_running, max_containers_reason, outside_slice_action, unowned_action
+from ds01d.rules.gpu_units import gpu_equivalents
+from ds01d.rules.limits import EffectiveLimits, resolve
+from ds01d.rules.records import ContainerRecord
 
 TICK = 0.2
 STATUS_EVERY = 1.0            # seconds between STATUS= refreshes (a query over every container)
@@ -55,32 +59,6 @@ UNIX_CACHE_SECONDS = 60.0
 _QUIET_ACTIONS = frozenset({"exec_create", "exec_start", "exec_die", "exec_detach", "attach", "detach", "resize",
                             "top", "commit", "copy", "export", "archive-path", "extract-to-dir",
                             "health_status"})
-
-
-@dataclass(frozen=True)
-class WorkerError:
-    """Something a worker thread could not do (a notify command that failed, say)."""
-
-    message: str
-
-
-@dataclass(frozen=True)
-class StopDone:
-    """A stop that ran on the worker pool, and its error if it failed."""
-
-    container: str
-    error: str | None
-    removed: bool = False
-
-
-def load_checked_config(path: str, today: dt.date) -> Config:
-    """A config that both the file and the host accept (the same rule as `ds01d check-config`)."""
-    config = load_config(path)
-    unix = unix_group_members(g.unix_group for g in config.groups.values() if g.unix_group)
-    errors = [p for p in host_problems(config, today, unix) if not p.warning]
-    if errors:
-        raise ConfigError(errors)
-    return config
 
 
 def event_cursor(event: dict[str, Any]) -> str | None:
@@ -100,15 +78,12 @@ class Daemon:
                  clock: Callable[[], float] = time.time, nvml_open: Callable[[], Nvml] = Nvml.open):
         self.config = config
         self.docker_factory = docker_factory
-        self.slices_factory = slices_factory
         self.notifier = notifier or Notifier()
         self.clock = clock
         self.store = Store(f"{config.daemon.state_dir}/state.db")
         self.log = DecisionLog(self.store, send, clock)
         self.events: queue.Queue = queue.Queue()
-        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="docker-stop")
         self.docker: DockerAdapter | None = None
-        self.slices: SystemdSlices | None = None
         self.generation = 0
         self.backoff = 0.5
         self.reconnect_at = 0.0
@@ -116,13 +91,14 @@ class Daemon:
         self.stop_requested = False
         self.reload_requested = False
         self.last_error: str | None = None
-        self.applied: dict[str, tuple[str, tuple[tuple[str, Any], ...]]] = {}
-        self.pending_stops: set[str] = set()
-        self.said: set[tuple[str, str, str]] = set()
+        self.slice_keeper = SliceKeeper(slices_factory, self.log, self.error)
+        self.actuator = Actuator(lambda: self.config, self.log, docker_factory, lambda: self.docker,
+                                 self.events.put, self.error)
         self._unix: tuple[float, dict[str, frozenset[str]]] | None = None
         self._limits: dict[str | None, EffectiveLimits] = {}
         self.gpus = GpuWatch(self.store, clock, nvml_open)
         self.allocations = Allocations(self.gpus.gpu, self.log)
+        self.admin_actions = AdminActions(self)
         self.next_pass = 0.0
         self.next_status = 0.0
         self.next_publish = 0.0
@@ -175,7 +151,7 @@ class Daemon:
     def handle(self, item: object) -> None:
         self.dirty = True
         if isinstance(item, AdminRequest):
-            self.admin_request(item)
+            self.admin_actions.answer(item)
         elif isinstance(item, DockerEvent):
             if item.generation == self.generation:
                 self.on_event(item.event)
@@ -185,7 +161,7 @@ class Daemon:
         elif isinstance(item, WorkerError):
             self.error(item.message)
         elif isinstance(item, StopDone):
-            self.pending_stops.discard(item.container)
+            self.actuator.finished(item)
             if item.error:
                 verb = "removing" if item.removed else "stopping"
                 self.error(f"{verb} {item.container[:12]} failed: {item.error}")
@@ -204,10 +180,9 @@ class Daemon:
                 pass
         if self.docker is not None:
             self.docker.stop_events()
-        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.actuator.shutdown()
         self.gpus.close()
-        if self.slices is not None:
-            self.slices.close()
+        self.slice_keeper.close()
         self.store.close()
 
     # --- Docker connection ----------------------------------------------------
@@ -293,7 +268,7 @@ class Daemon:
             self.log.record("rename", f"renamed from {previous.name}", user=record.owner,
                             container=record.id, name=record.name)
         if limits is not None:
-            self.ensure_slice(limits)
+            self.slice_keeper.ensure(limits)
         if record.status == "running":
             self.enforce(record, limits, info, trigger)
 
@@ -312,58 +287,31 @@ class Daemon:
                         priority=syslog.LOG_WARNING if record.flags else syslog.LOG_INFO,
                         details={"claims": list(record.flags), "gpu_request": gpu})
 
-    # --- slices ----------------------------------------------------------------
-
-    def ensure_slice(self, limits: EffectiveLimits) -> None:
-        """The owner's slice carries their current limits (set once per change, read back)."""
-        props = slice_properties(limits)
-        key = (limits.slice, tuple(sorted(props.items())))
-        if self.applied.get(limits.user) == key:
-            return
-        try:
-            if self.slices is None:
-                self.slices = self.slices_factory()
-            result = self.slices.apply(limits.slice, props, f"ds01 limits for {limits.user} "
-                                                            f"(group {limits.group})")
-        except (SliceError, OSError) as exc:
-            self.slices = None
-            self.error(f"slice {limits.slice}: {exc}", user=limits.user)
-            return
-        self.applied[limits.user] = key
-        if result.mismatches:
-            self.log.record("slice-mismatch", "; ".join(result.mismatches), user=limits.user,
-                            group=limits.group, slice_name=limits.slice, priority=syslog.LOG_ERR)
-            return
-        ignored = f" ({', '.join(result.ignored)} not enforceable on cgroup v1)" if result.ignored else ""
-        self.log.record("slice-limits", describe_limits(limits) + ignored, user=limits.user,
-                        group=limits.group, slice_name=limits.slice,
-                        details={k: v for k, v in result.actual.items()})
-
     # --- rules -------------------------------------------------------------------
 
     def enforce(self, record: ContainerRecord, limits: EffectiveLimits | None, info: dict[str, Any],
                 trigger: str = "start") -> None:
         action = unowned_action(record, self.config.policies)
         if action is not None:
-            self.carry_out(record, action, "unowned")
+            self.actuator.carry_out(record, action, "unowned")
         if record.wants_gpu and self.just_started(record, trigger):
             verdict = self.gpus.check_start(record, limits or self.limits_for(record.owner), self.config.policies,
                                             self.store.live_containers(), self.limits_for)
             if verdict is None:
                 verdict = self.allocations.on_start(self.host(), record, self.gpus.units_of(record)[0])
             if verdict is not None:
-                self.carry_out(record, Action(verdict[0], verdict[1]), "gpu-start")
+                self.actuator.carry_out(record, Action(verdict[0], verdict[1]), "gpu-start")
         if limits is None:
             return
-        owned = [r for r in self.store.containers_of(limits.user) if r.id not in self.pending_stops]
+        owned = [r for r in self.store.containers_of(limits.user) if r.id not in self.actuator.pending_stops]
         limit = limits["max_containers"]
         for extra in excess_running(owned, limit):
             running = sum(1 for r in owned if r.status == "running")
-            self.carry_out(extra, Action("stop", max_containers_reason(record.owner or "", running, limit)),
-                           "max-containers")
+            reason = max_containers_reason(record.owner or "", running, limit)
+            self.actuator.carry_out(extra, Action("stop", reason), "max-containers")
         action = outside_slice_action(record, limits, self.config.policies, info.get("HostConfig") or {})
         if action is not None:
-            self.carry_out(record, action, "outside-slice")
+            self.actuator.carry_out(record, action, "outside-slice")
 
     def just_started(self, record: ContainerRecord, trigger: str) -> bool:
         """A start event, or a container that started while ds01d was not watching."""
@@ -372,36 +320,7 @@ class Daemon:
         # On the very first start there is no "before": what runs then is the baseline, not a violation.
         return trigger == "reconcile" and self.last_alive > 0 and (record.started_at or 0.0) > self.last_alive
 
-    def carry_out(self, record: ContainerRecord, action: Action, rule: str) -> None:
-        what = (record.id, rule, action.kind)
-        fields = dict(user=record.owner, container=record.id, name=record.name, group=record.group,
-                      slice_name=record.slice)
-        if action.kind == "warn":
-            if what not in self.said:
-                self.said.add(what)
-                self.log.record(f"warn-{rule}", action.reason, priority=syslog.LOG_WARNING, **fields)
-        elif action.kind == "cap":
-            self.cap(record, action, rule, fields)
-        elif action.kind == "stop" and record.id not in self.pending_stops:
-            self.pending_stops.add(record.id)
-            self.log.record("stop", action.reason, priority=syslog.LOG_WARNING, details={"rule": rule}, **fields)
-            self.tell(record, "stop", f"stopping {record.name}: {action.reason}", None)
-            grace = self.config.policies.sigterm_grace
-            self.pool.submit(self.docker_job, record.id, lambda d: d.stop(record.id, grace))
-
-    def cap(self, record: ContainerRecord, action: Action, rule: str, fields: dict[str, Any]) -> None:
-        assert self.docker is not None
-        caps = " ".join(part for part in (
-            f"--cpus={format_cpus(action.cpus)}" if action.cpus is not None else "",
-            f"--memory={format_size(action.memory)}" if action.memory is not None else "") if part)
-        try:
-            self.docker.update_caps(record.id, action.cpus, action.memory)
-        except CONNECTION_ERRORS as exc:
-            self.error(f"capping {record.name}: {exc}", user=record.owner)
-            return
-        self.log.record("cap", f"{action.reason}; applied {caps}", details={"rule": rule}, **fields)
-
-    # --- GPU passes and the Actuator the GPU watch calls back --------------------------
+    # --- GPU passes ---------------------------------------------------------------------
 
     def open_gpus(self) -> None:
         cpu_only = self.gpus.open()
@@ -420,7 +339,8 @@ class Daemon:
         self.next_pass = time.monotonic() + interval
         self._limits.clear()  # Unix groups and override expiry may have moved since the last pass
         try:
-            self.gpus.run_pass(self.store.live_containers(), self.limits_for, self.config.policies, interval, self)
+            self.gpus.run_pass(self.store.live_containers(), self.limits_for, self.config.policies, interval,
+                               self.actuator)
             self.allocations.expire(self.clock())
         except Exception as exc:  # one bad pass must not take the daemon down; the journal says why
             self.error(f"sampling pass failed: {type(exc).__name__}: {exc}")
@@ -433,57 +353,6 @@ class Daemon:
         if owner not in self._limits:
             self._limits[owner] = resolve(self.config, owner or "", self.today(), self.unix_members())
         return self._limits[owner]
-
-    def stop(self, record: ContainerRecord, reason: str, rule: str) -> None:
-        self.carry_out(record, Action("stop", reason), rule)
-
-    def warn(self, record: ContainerRecord, rule: str, reason: str, deadline: float | None) -> None:
-        self.log.record(f"warn-{rule}", reason, priority=syslog.LOG_WARNING, user=record.owner,
-                        container=record.id, name=record.name, group=record.group, slice_name=record.slice)
-        self.tell(record, f"warn-{rule}", f"{record.name} {reason}", deadline)
-
-    def release(self, record: ContainerRecord, reason: str) -> None:
-        self.log.record("release", reason, user=record.owner, container=record.id, name=record.name,
-                        group=record.group, slice_name=record.slice)
-
-    def remove(self, record: ContainerRecord, reason: str) -> None:
-        if record.id in self.pending_stops:
-            return
-        self.pending_stops.add(record.id)
-        self.log.record("remove", f"{reason}; image {record.image}", priority=syslog.LOG_WARNING,
-                        user=record.owner, container=record.id, name=record.name, group=record.group,
-                        slice_name=record.slice, details={"image": record.image})
-        self.pool.submit(self.docker_job, record.id, lambda d: d.remove(record.id), True)
-
-    def tell(self, record: ContainerRecord, action: str, text: str, deadline: float | None) -> None:
-        """The owner's terminals and the admin's notify command, off the main loop."""
-        argv = self.config.policies.notify_command
-        fields = {"DS01_USER": record.owner or "", "DS01_CONTAINER": record.id, "DS01_CONTAINER_NAME": record.name,
-                  "DS01_ACTION": action, "DS01_REASON": text, "DS01_DEADLINE": "" if deadline is None else
-                  dt.datetime.fromtimestamp(deadline, dt.timezone.utc).isoformat()}
-        self.pool.submit(self.tell_worker, record.owner, text, argv, fields)
-
-    def tell_worker(self, owner: str | None, text: str, argv: tuple[str, ...] | None, fields: dict[str, str]) -> None:
-        if owner:
-            tell_user(owner, text)
-        if argv:
-            error = run_notify_command(argv, fields)
-            if error:
-                self.events.put(WorkerError(error))
-
-    def docker_job(self, container_id: str, job: Callable[[DockerAdapter], None], removed: bool = False) -> None:
-        """Run a slow Docker call (stop with its grace, remove) on a worker with its own client,
-        and report back to the loop."""
-        error = None
-        try:
-            docker = self.docker_factory()
-            try:
-                job(docker)
-            finally:
-                docker.close()
-        except Exception as exc:  # reported to the loop, which logs it
-            error = f"{type(exc).__name__}: {exc}"
-        self.events.put(StopDone(container_id, error, removed))
 
     # --- the status socket ----------------------------------------------------------------
 
@@ -545,100 +414,25 @@ class Daemon:
                  self.gpus.holds(records, self.limits_for, now)]
         return Host(now, self.config, self.gpus.inventory, records, self.gpus.gpu.all(), holds, self.limits_for)
 
-    def admin_request(self, request: AdminRequest) -> None:
-        if request.action == "allocate":  # answered now or, for a waiter, when a device frees
-            self.allocations.request(self.host(), request.args, request.caller, request.reply)
-            self.dirty = True
-            return
-        try:
-            handler = {"release": self.release_request, "extend": self.extend_request}[request.action]
-            result = handler(request.args, request.caller)
-        except Exception as exc:  # the caller gets the error; the daemon goes on
-            result = (500, {"error": f"{type(exc).__name__}: {exc}"})
-        request.reply.set_result(result)
-
-    def find_container(self, ref: Any) -> ContainerRecord | None:
-        if not isinstance(ref, str) or not ref:
-            return None
-        live = self.store.live_containers()
-        return next((r for r in live if r.name == ref), None) or \
-            next((r for r in live if len(ref) >= 6 and r.id.startswith(ref)), None)
-
-    def release_request(self, args: dict[str, Any], caller: Caller) -> tuple[int, dict[str, Any]]:
-        """End a hold now: for admins, and for the owner (who gives up their own reservation)."""
-        rec = self.find_container(args.get("container"))
-        if rec is None:
-            return 404, {"error": f"no container {args.get('container')!r}"}
-        if not caller.admin and caller.user != rec.owner:
-            return 403, {"error": f"{caller.user} may not release {rec.name}: it is {rec.owner}'s; only its "
-                                  f"owner, root and members of {self.config.daemon.admin_group} may"}
-        hold = [h for h in self.gpus.holds([rec], self.limits_for, self.clock())]
-        if not hold:
-            return 409, {"error": f"{rec.name} holds no GPU (it is {rec.status}, or its hold has ended)"}
-        state = self.gpus.gpu.get(rec.id)
-        self.gpus.gpu.put(dataclasses.replace(state, released=self.clock()), self.clock())
-        self.log.record("release", f"hold ended early by {caller.user}", user=rec.owner, container=rec.id,
-                        name=rec.name, group=rec.group, slice_name=rec.slice, details={"by": caller.user})
-        self.dirty = True
-        return 200, {"released": rec.name, "by": caller.user}
-
-    def extend_request(self, args: dict[str, Any], caller: Caller) -> tuple[int, dict[str, Any]]:
-        """Push a running container's next stop; owners up to policies.max_extension in all."""
-        rec = self.find_container(args.get("container"))
-        seconds = args.get("seconds")
-        if rec is None:
-            return 404, {"error": f"no container {args.get('container')!r}"}
-        if not isinstance(seconds, int) or seconds <= 0:
-            return 400, {"error": "seconds must be a positive whole number"}
-        if not caller.admin and caller.user != rec.owner:
-            return 403, {"error": f"{caller.user} may not extend {rec.name}: it is {rec.owner}'s"}
-        deadline = self.gpus.upcoming.get(rec.id)
-        if rec.status != "running" or deadline is None:
-            return 409, {"error": f"{rec.name} has no stop ahead to push"}
-        granted = self.gpus.gpu.extensions().get((rec.id, deadline.rule), 0)
-        cap = self.config.policies.max_extension
-        if not caller.admin and (cap is None or granted + seconds > cap):
-            left = 0 if cap is None else max(0, cap - granted)
-            return 403, {"error": f"owners may extend by {format_duration(cap or 0)} in all "
-                                  f"(max_extension); {format_duration(left)} left for {rec.name}"}
-        now = self.clock()
-        self.gpus.gpu.add_extension(rec.id, deadline.rule, seconds, caller.user, now)
-        new_at = deadline.at + seconds
-        self.gpus.upcoming[rec.id] = deadline.extend(seconds)
-        self.log.record("extend", f"{deadline.rule} stop pushed by {format_duration(seconds)} to {iso(new_at)} "
-                                  f"by {caller.user}", user=rec.owner, container=rec.id, name=rec.name,
-                        group=rec.group, slice_name=rec.slice, details={"by": caller.user, "seconds": seconds})
-        self.dirty = True
-        return 200, {"container": rec.name, "rule": deadline.rule, "stop_at": iso(new_at), "by": caller.user}
-
     # --- reload --------------------------------------------------------------------
 
     def reload(self) -> None:
         self.reload_requested = False
         self.next_status = 0.0
         self.notifier.reloading()
-        try:
-            config = load_checked_config(self.config.path, self.today())
-        except ConfigError as exc:
-            reason = "; ".join(str(p) for p in exc.problems)
-            self.log.record("reload-refused", f"kept the running config: {reason}", priority=syslog.LOG_ERR)
-            self.last_error = f"reload refused: {exc.problems[0]}"
-            self.notifier.ready()
-            return
-        if (config.daemon.state_dir, config.daemon.socket_path) != \
-                (self.config.daemon.state_dir, self.config.daemon.socket_path):
-            self.log.record("reload-partial", "state_dir and socket_path change only on restart",
-                            priority=syslog.LOG_WARNING)
-        self.config = config
-        self._unix = None
-        self._limits.clear()
-        self.applied.clear()  # re-assert every slice, even one an admin changed by hand
-        self.log.record("reload", f"applied {config.path}")
-        if self.docker is not None:
-            try:
-                self.reconcile()
-            except CONNECTION_ERRORS as exc:
-                self.disconnected(str(exc))
+        outcome = reload_config(self.config, self.today(), self.log)
+        if outcome.config is None:
+            self.last_error = outcome.refused
+        else:
+            self.config = outcome.config
+            self._unix = None
+            self._limits.clear()
+            self.slice_keeper.reassert_all()
+            if self.docker is not None:
+                try:
+                    self.reconcile()
+                except CONNECTION_ERRORS as exc:
+                    self.disconnected(str(exc))
         self.notifier.ready()
 
     # --- helpers ---------------------------------------------------------------------
@@ -663,19 +457,6 @@ class Daemon:
         return (f"{n['containers']} containers ({n['running']} running) of {n['users']} users; "
                 f"{n['gpu_running']} running with GPUs; Docker {docker}; "
                 f"last error: {self.last_error or 'none'}")
-
-
-def describe_limits(limits: EffectiveLimits) -> str:
-    """The slice limits as an admin reads them in `systemctl show`."""
-    props = slice_properties(limits)
-    def show(value: int | None, fmt: Callable[[int], str]) -> str:
-        return "infinity" if value is None or value == INFINITY else fmt(value)
-    return " ".join((
-        f"CPUQuota={show(props['CPUQuotaPerSecUSec'], lambda v: f'{v / 10_000:g}%')}",
-        f"MemoryMax={show(props['MemoryMax'], format_size)}",
-        f"MemoryHigh={show(props['MemoryHigh'], format_size)}",
-        f"TasksMax={show(props['TasksMax'], str)}",
-    ))
 
 
 def run_daemon(config_path: str) -> int:

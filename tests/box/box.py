@@ -2,7 +2,7 @@
 
 ds01d talks to systemd over D-Bus, to dockerd over its socket and reads cgroup files;
 mocks of those would test our beliefs about them, not them.  So tests boot systemd 252
-as PID 1 of fresh pid/mount/uts/ipc/net/cgroup namespaces (see /work/shared/SANDBOX.md)
+as PID 1 of fresh pid/mount/uts/ipc/net/cgroup namespaces
 with only the units a Docker host needs, and run commands inside with `nsenter`.
 
 Isolation from the host (and from other boxes) is what makes this usable on a

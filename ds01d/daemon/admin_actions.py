@@ -1,0 +1,111 @@
+"""The actions users and admins ask for over the status socket: allocate, release, extend.
+
+The socket's threads only hand requests over; this module answers them on the
+main loop's thread, the one writer, so an action and a sampling pass never race
+on a hold or a deadline.  Every answer is an HTTP status and a JSON body; every
+action taken is journalled with who asked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Protocol
+
+from ds01d.config import Config
+from ds01d.config.quantities import format_duration
+from ds01d.daemon.allocation_service import Allocations, Host
+from ds01d.daemon.gpu_watch import GpuWatch
+from ds01d.daemon.status_model import Caller, iso
+from ds01d.daemon.status_server import AdminRequest
+from ds01d.host.decision_log import DecisionLog
+from ds01d.host.state_db import Store
+from ds01d.rules.limits import EffectiveLimits
+from ds01d.rules.records import ContainerRecord
+
+Answer = tuple[int, dict[str, Any]]
+
+
+class DaemonState(Protocol):
+    """What the actions read and change of the daemon's world."""
+
+    config: Config
+    store: Store
+    gpus: GpuWatch
+    allocations: Allocations
+    log: DecisionLog
+    clock: Callable[[], float]
+
+    def limits_for(self, owner: str | None) -> EffectiveLimits: ...
+    def host(self) -> Host: ...
+
+
+class AdminActions:
+    def __init__(self, daemon: DaemonState):
+        self.daemon = daemon
+
+    def answer(self, request: AdminRequest) -> None:
+        """Reply to `request` now or, for an allocation that waits, when a device frees."""
+        d = self.daemon
+        if request.action == "allocate":
+            d.allocations.request(d.host(), request.args, request.caller, request.reply)
+            return
+        try:
+            handler = {"release": self.release, "extend": self.extend}[request.action]
+            result = handler(request.args, request.caller)
+        except Exception as exc:  # the caller gets the error; the daemon goes on
+            result = (500, {"error": f"{type(exc).__name__}: {exc}"})
+        request.reply.set_result(result)
+
+    def find_container(self, ref: Any) -> ContainerRecord | None:
+        """A live container by name, or by an id prefix of at least 6 characters."""
+        if not isinstance(ref, str) or not ref:
+            return None
+        live = self.daemon.store.live_containers()
+        return next((r for r in live if r.name == ref), None) or \
+            next((r for r in live if len(ref) >= 6 and r.id.startswith(ref)), None)
+
+    def release(self, args: dict[str, Any], caller: Caller) -> Answer:
+        """End a hold now: for admins, and for the owner (who gives up their own reservation)."""
+        d = self.daemon
+        rec = self.find_container(args.get("container"))
+        if rec is None:
+            return 404, {"error": f"no container {args.get('container')!r}"}
+        if not caller.admin and caller.user != rec.owner:
+            return 403, {"error": f"{caller.user} may not release {rec.name}: it is {rec.owner}'s; only its "
+                                  f"owner, root and members of {d.config.daemon.admin_group} may"}
+        if not d.gpus.holds([rec], d.limits_for, d.clock()):
+            return 409, {"error": f"{rec.name} holds no GPU (it is {rec.status}, or its hold has ended)"}
+        state = d.gpus.gpu.get(rec.id)
+        d.gpus.gpu.put(dataclasses.replace(state, released=d.clock()), d.clock())
+        d.log.record("release", f"hold ended early by {caller.user}", user=rec.owner, container=rec.id,
+                     name=rec.name, group=rec.group, slice_name=rec.slice, details={"by": caller.user})
+        return 200, {"released": rec.name, "by": caller.user}
+
+    def extend(self, args: dict[str, Any], caller: Caller) -> Answer:
+        """Push a running container's next stop; owners up to policies.max_extension in all."""
+        d = self.daemon
+        rec = self.find_container(args.get("container"))
+        seconds = args.get("seconds")
+        if rec is None:
+            return 404, {"error": f"no container {args.get('container')!r}"}
+        if not isinstance(seconds, int) or seconds <= 0:
+            return 400, {"error": "seconds must be a positive whole number"}
+        if not caller.admin and caller.user != rec.owner:
+            return 403, {"error": f"{caller.user} may not extend {rec.name}: it is {rec.owner}'s"}
+        deadline = d.gpus.upcoming.get(rec.id)
+        if rec.status != "running" or deadline is None:
+            return 409, {"error": f"{rec.name} has no stop ahead to push"}
+        granted = d.gpus.gpu.extensions().get((rec.id, deadline.rule), 0)
+        cap = d.config.policies.max_extension
+        if not caller.admin and (cap is None or granted + seconds > cap):
+            left = 0 if cap is None else max(0, cap - granted)
+            return 403, {"error": f"owners may extend by {format_duration(cap or 0)} in all "
+                                  f"(max_extension); {format_duration(left)} left for {rec.name}"}
+        now = d.clock()
+        d.gpus.gpu.add_extension(rec.id, deadline.rule, seconds, caller.user, now)
+        new_at = deadline.at + seconds
+        d.gpus.upcoming[rec.id] = deadline.extend(seconds)
+        d.log.record("extend", f"{deadline.rule} stop pushed by {format_duration(seconds)} to {iso(new_at)} "
+                               f"by {caller.user}", user=rec.owner, container=rec.id, name=rec.name,
+                     group=rec.group, slice_name=rec.slice, details={"by": caller.user, "seconds": seconds})
+        return 200, {"container": rec.name, "rule": deadline.rule, "stop_at": iso(new_at), "by": caller.user}
