@@ -125,7 +125,7 @@ def bench_daemon(seconds: int) -> dict[str, float]:
 
 def status_times(box, runs: int = 10) -> dict[str, float]:
     """Wall time of `ds01-gpu-status` (text and --json) as a user runs it, in the box, median of `runs`."""
-    tool = str(Path(sys.prefix) / "bin" / "ds01-gpu-status")
+    tool = box.tool("ds01-gpu-status")
     out = {}
     for label, argv in (("status_text", [tool]), ("status_json", [tool, "--json"])):
         times = []

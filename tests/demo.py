@@ -82,9 +82,9 @@ def main() -> int:
                                and s, 30.0, what=f"GPU verdict for {name}")
         print(f"  {name:18} {state['verdict']:<5} {state['activity']:5.1f}% SM activity ({state['why']})")
     section("ds01-gpu-status (what every user sees; no docker group needed)")
-    box.wait_until(lambda: "busy" in box.run([str(REPO / ".venv/bin/ds01-gpu-status")]).stdout, 15.0,
+    box.wait_until(lambda: "busy" in box.run([box.tool("ds01-gpu-status")]).stdout, 15.0,
                    what="the status screen")
-    print(box.run([str(REPO / ".venv/bin/ds01-gpu-status")]).stdout.rstrip())
+    print(box.run([box.tool("ds01-gpu-status")]).stdout.rstrip())
     section("systemctl status ds01d")
     show(box, ["systemctl", "status", "--no-pager", "--lines=0", "ds01d.service"])
     section("user slices and their limits")
@@ -98,8 +98,8 @@ def main() -> int:
             print(f"  {entry['DS01_ACTION']:<18} {who:<8} {entry.get('DS01_CONTAINER_NAME', ''):<18} "
                   f"{entry['DS01_REASON'][:110]}")
     section("try it yourself")
-    print(f"  scripts/box exec {NAME} -- {REPO}/.venv/bin/ds01-gpu-status --watch")
-    print(f"  scripts/box exec {NAME} -- {REPO}/.venv/bin/ds01d status")
+    print(f"  scripts/box exec {NAME} -- {box.tool('ds01-gpu-status')} --watch")
+    print(f"  scripts/box exec {NAME} -- {box.tool('ds01d')} status")
     print(f"  scripts/box exec {NAME} -- journalctl -u ds01d DS01_USER=alice -o verbose")
     print(f"  {service.nvml_scenario}   # the simulated GPUs: edit it, ds01d sees the change")
     print(f"  scripts/box exec {NAME} -- docker run -d --label ds01.user=erin busybox:local sleep 600")

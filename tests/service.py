@@ -1,7 +1,7 @@
 """ds01d running as a real systemd service inside the test box.
 
 The unit under test is the shipped systemd/ds01d.service, unchanged but for a
-drop-in that points it at this checkout's venv, a test config and a state
+drop-in that points it at this checkout (as the box sees it), a test config and a state
 directory in the box's own area, and a short watchdog so that the watchdog test
 does not wait 20 s.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,16 +39,14 @@ class Service:
 
     def install(self) -> None:
         unit = (REPO / "systemd" / UNIT).read_text()
-        python = Path(sys.prefix) / "bin" / "ds01d"
         dropin = "\n".join([
             "[Service]",
             "ExecStart=",
-            f"ExecStart={python} run --config {self.config_path}",
+            f"ExecStart={self.box.tool('ds01d')} run --config {self.config_path}",
             f"WatchdogSec={WATCHDOG_SEC}s",
             "StateDirectory=",
             f"ReadWritePaths={self.dir}",
             "RestartSec=200ms",
-            f"Environment=PYTHONPATH={REPO}",
             f"Environment=DS01D_FAKE_NVML={self.nvml_scenario}" if self.nvml_scenario else "",
             "",
         ])

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import subprocess
-import sys
 import textwrap
 import time
 from pathlib import Path
@@ -16,7 +15,6 @@ from tests.nvml_scenarios import mig_gpu, mig_uuid, whole_gpu, gpu_uuid, write
 from tests.service import Service, ids_of
 
 pytestmark = pytest.mark.box
-BIN = Path(sys.prefix) / "bin"
 ALICE, BOB = 2001, 2002
 
 CONFIG = textwrap.dedent("""\
@@ -55,7 +53,7 @@ def env(box):
 
 def allocate_as(box, uid, *args):
     argv = box.command(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                        str(BIN / "ds01d"), "allocate", "--json", *args])
+                        box.tool("ds01d"), "allocate", "--json", *args])
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -108,7 +106,7 @@ def test_reservation_window_keeps_others_off_and_ends_on_time(env, box, box_clea
     during = start(box, box_cleanup, "in-window", "dave", "device=0")
     entry = env.wait_decision(DS01_CONTAINER=during, DS01_ACTION="stop")
     assert "GPU 0 is reserved for carol until" in entry["DS01_REASON"] and "thesis week" in entry["DS01_REASON"]
-    refused = box.run([str(BIN / "ds01d"), "allocate", "--full", "--user", "dave", "--wait", "0s"], check=False)
+    refused = box.run([box.tool("ds01d"), "allocate", "--full", "--user", "dave", "--wait", "0s"], check=False)
     assert refused.returncode == 1 and "0 reserved for carol" in refused.stderr
     while time.time() < start_at + 5.5:
         time.sleep(0.1)
@@ -121,8 +119,8 @@ def test_reservation_window_keeps_others_off_and_ends_on_time(env, box, box_clea
 
 def test_ds01_run_lands_in_the_slice_on_the_allocated_device(env, box, box_cleanup):
     name = box_cleanup("via-ds01-run")
-    out = box.run([str(BIN / "ds01"), "run", "--gpus", "1", "-d", "--name", name, "busybox:local", "sleep", "600"],
-                  env={"PATH": f"{BIN}:/usr/local/bin:/usr/bin:/bin"})
+    out = box.run([box.tool("ds01"), "run", "--gpus", "1", "-d", "--name", name, "busybox:local", "sleep", "600"],
+                  env={"PATH": f"{Path(box.tool('ds01d')).parent}:/usr/local/bin:/usr/bin:/bin"})
     assert "ds01 run: GPU" in out.stderr and "for root, in ds01-students-root.slice" in out.stderr
     info = json.loads(box.docker("inspect", name).stdout)[0]
     assert info["HostConfig"]["CgroupParent"] == "ds01-students-root.slice"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import textwrap
 
 import pytest
@@ -109,7 +108,7 @@ def test_raw_api_devcontainer(fresh, box, box_cleanup):
         api.start(c["Id"])
         print(c["Id"])
         """)
-    cid = box.run([sys.executable, "-c", code]).stdout.strip()
+    cid = box.run([box.python, "-c", code]).stdout.strip()
     rec = fresh.wait_record(cid, 1.0, owner="bob", owner_signal="label:devcontainer.local_folder",
                             kind="devcontainer")
     assert json.loads(rec["gpu_request"]) == {"all_gpus": False, "count": 0, "device_ids": ["1"],

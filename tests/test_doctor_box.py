@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 import textwrap
 
 import pytest
@@ -29,7 +28,7 @@ def env(box):
 
 def doctor(box, svc, scenario=None):
     env = {"DS01D_FAKE_NVML": str(scenario or svc.nvml_scenario)}
-    return box.run([sys.executable, "-m", "ds01d.cli.main", "doctor", "--config", str(svc.config_path)], check=False,
+    return box.run([box.tool("ds01d"), "doctor", "--config", str(svc.config_path)], check=False,
                    env=env)
 
 

@@ -7,7 +7,6 @@ the container's own cgroup, in a real systemd with a real Docker engine.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -38,7 +37,7 @@ def config_file(box, tmp_path: Path) -> Path:
 
 
 def ds01d(box, *args: str, check: bool = True):
-    return box.run([sys.executable, "-m", "ds01d.cli.main", *args], check=check, env={"PYTHONPATH": str(REPO)})
+    return box.run([box.tool("ds01d"), *args], check=check)
 
 
 def test_slice_limits_reach_systemd_and_the_container_cgroup(box, box_cleanup, config_file: Path):

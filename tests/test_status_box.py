@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +12,6 @@ from tests.nvml_scenarios import mig_gpu, whole_gpu, write
 from tests.service import Service, ids_of
 
 pytestmark = pytest.mark.box
-BIN = Path(sys.prefix) / "bin"
 ALICE, BOB = 2001, 2002
 
 CONFIG = textwrap.dedent("""\
@@ -57,7 +54,7 @@ def scene(env, box):
                    what="alice busy")
 
     def published() -> bool:
-        doc = json.loads(box.run([str(BIN / "ds01-gpu-status"), "--json"]).stdout)
+        doc = json.loads(box.run([box.tool("ds01-gpu-status"), "--json"]).stdout)
         units = {u["index"]: u for g in doc["gpus"] for u in g["units"]}
         return units["0"]["state"] == "held" and units["1"]["containers"][0]["verdict"] == "busy"
     box.wait_until(published, 10.0, what="the scene in the published status")
@@ -66,7 +63,7 @@ def scene(env, box):
 
 
 def as_user(box, uid, *argv, check=True):
-    return box.run_as(uid, [str(BIN / argv[0]), *argv[1:]], check=check)
+    return box.run_as(uid, [box.tool(argv[0]), *argv[1:]], check=check)
 
 
 def test_user_outside_the_docker_group_sees_the_truth(env, box, scene):
@@ -102,7 +99,7 @@ def test_release_is_refused_to_others_and_done_for_root(env, box, scene):
     refused = as_user(box, BOB, "ds01d", "release", "carol-held", check=False)
     assert refused.returncode == 1 and "bob may not release carol-held" in refused.stderr
     assert not env.decisions(DS01_CONTAINER=scene["carol-held"], DS01_ACTION="release")
-    done = box.run([str(BIN / "ds01d"), "release", "carol-held"])
+    done = box.run([box.tool("ds01d"), "release", "carol-held"])
     assert "carol-held: GPU hold released (by root)" in done.stdout
     entry = env.wait_decision(DS01_CONTAINER=scene["carol-held"], DS01_ACTION="release")
     assert entry["DS01_REASON"] == "hold ended early by root" and entry["DS01_USER"] == "carol"
@@ -123,7 +120,7 @@ def test_owner_extends_up_to_the_maximum(env, box, scene):
 def test_admin_status_is_for_admins(env, box, scene):
     refused = as_user(box, ALICE, "ds01d", "status", check=False)
     assert refused.returncode == 1 and "may not see the admin status" in refused.stderr
-    doc = json.loads(box.run([str(BIN / "ds01d"), "status", "--json"]).stdout)
+    doc = json.loads(box.run([box.tool("ds01d"), "status", "--json"]).stdout)
     assert {c["name"] for c in doc["containers"]} >= {"alice-train", "bob-notebook", "carol-held"}
     assert any(e["action"] == "release" for e in doc["audit"])
 
@@ -142,6 +139,6 @@ def test_daemon_down_is_one_sentence_and_exit_2(env, box, scene):
 def test_real_output_follows_the_documented_schema(env, box, scene):
     from tests.schema_check import errors
     user_doc = json.loads(as_user(box, ALICE, "ds01-gpu-status", "--json").stdout)
-    admin_doc = json.loads(box.run([str(BIN / "ds01d"), "status", "--json"]).stdout)
+    admin_doc = json.loads(box.run([box.tool("ds01d"), "status", "--json"]).stdout)
     assert errors(user_doc) == [] and errors(admin_doc) == []
     assert user_doc["gpus"] and admin_doc["containers"] and admin_doc["audit"]

@@ -71,6 +71,11 @@ BOOT_WANTS = ("dbus.socket", "dbus.service", "systemd-journald.service", "docker
 PACKAGE_UNITS = "/usr/lib/systemd/system"   # where packages put units
 ADMIN_UNITS = "/etc/systemd/system"         # where `systemctl enable` links them
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Where the box sees this checkout.  A checkout under /root, /home or /tmp is invisible to
+# the shipped ds01d.service (ProtectHome=yes, PrivateTmp=yes), and a home directory is
+# closed to other users; so the init script binds it, read-only, at a path that every
+# service and user in the box can reach, and the unit's hardening stays as shipped.
+BOX_CHECKOUT = Path("/run/ds01-checkout")
 REQUIRED_TOOLS = ("unshare", "nsenter", "dockerd", "containerd", "mount")
 
 # Moves the shell into the box's init.scope in every hierarchy, then execs the rest:
@@ -259,6 +264,16 @@ class Box:
     @property
     def units_dir(self) -> Path:
         return self.run_dir / "units"
+
+    def tool(self, name: str) -> str:
+        """A command of this package (`ds01d`, `ds01-gpu-status`, `ds01`) as the box runs it:
+        from the checkout bound at BOX_CHECKOUT, so every service and user can reach it."""
+        return str(self.run_dir / "tools" / name)
+
+    @property
+    def python(self) -> str:
+        """The checkout's venv interpreter, as the box reaches it (with PYTHONPATH=BOX_CHECKOUT)."""
+        return str(BOX_CHECKOUT / ".venv" / "bin" / "python")
 
     # ---- boot ------------------------------------------------------------
 
@@ -552,6 +567,30 @@ def _tail(path: Path, lines: int) -> str:
         return "(none)"
 
 
+def console_scripts() -> dict[str, str]:
+    """`[project.scripts]` of pyproject.toml: command name -> "module:function"."""
+    scripts: dict[str, str] = {}
+    section = False
+    for line in (REPO_ROOT / "pyproject.toml").read_text().splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line == "[project.scripts]"
+        elif section and "=" in line:
+            name, target = (part.strip().strip('"') for part in line.split("=", 1))
+            scripts[name] = target
+    return scripts
+
+
+def _tool_script(target: str) -> str:
+    """A console script like pip's, but run from the checkout as the box sees it."""
+    module, function = target.split(":")
+    return (f"#!{BOX_CHECKOUT}/.venv/bin/python\n"
+            "import sys\n"
+            f"sys.path.insert(0, {str(BOX_CHECKOUT)!r})\n"
+            f"from {module} import {function}\n"
+            f"sys.exit({function}())\n")
+
+
 # ----------------------------------------------------------------------------
 # the files a box is booted from
 
@@ -568,7 +607,7 @@ class _Layout:
         self.hierarchies = host_hierarchies()
 
     def write(self) -> None:
-        for d in ("units", "bin", "etc-docker"):
+        for d in ("units", "bin", "tools", "etc-docker"):
             (self.run / d).mkdir(parents=True, exist_ok=True)
         for d in ("docker", "newrun"):
             (self.state / d).mkdir(parents=True, exist_ok=True)
@@ -615,6 +654,10 @@ class _Layout:
         shutil.copy("/etc/passwd", self.run / "passwd")
         shutil.copy("/etc/group", self.run / "group")
         (self.run / "containerd.toml").write_text(self._containerd_toml())
+        for name, target in console_scripts().items():
+            tool = self.run / "tools" / name
+            tool.write_text(_tool_script(target))
+            tool.chmod(0o755)
         (self.run / "init.sh").write_text(self._init_script())
         (self.run / "launch.sh").write_text(self._launch_script())
 
@@ -675,7 +718,9 @@ class _Layout:
             "if [ -d /var/log/journal ]; then"
             " mount -n -t tmpfs -o mode=2755 tmpfs /var/log/journal; fi",
             f"mount -n -t tmpfs -o mode=755,nosuid,nodev tmpfs {q(str(newrun))}",
-            f"mkdir -p {q(str(newrun / 'ds01-box' / self.name))}",
+            f"mkdir -p {q(str(newrun / 'ds01-box' / self.name))} {q(str(newrun / BOX_CHECKOUT.name))}",
+            f"mount -n --bind {q(str(REPO_ROOT))} {q(str(newrun / BOX_CHECKOUT.name))}",
+            f"mount -n -o remount,bind,ro {q(str(newrun / BOX_CHECKOUT.name))}",
             f"mount -n --bind {q(str(run))} {q(str(newrun / 'ds01-box' / self.name))}",
             f"mount -n --move {q(str(newrun))} /run",
             f"exec env -i container=ds01-box SYSTEMD_UNIT_PATH={q(self._unit_path())}"
