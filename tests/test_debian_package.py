@@ -12,8 +12,9 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 DEBIAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 
-pytestmark = pytest.mark.skipif(shutil.which("dpkg-buildpackage") is None,
-                                reason="dpkg-buildpackage is not installed (scripts/install-deps installs it)")
+pytestmark = [pytest.mark.package,
+              pytest.mark.skipif(shutil.which("dpkg-buildpackage") is None,
+                                 reason="dpkg-buildpackage is not installed (scripts/install-deps installs it)")]
 
 
 @pytest.fixture(scope="module")

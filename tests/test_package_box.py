@@ -13,7 +13,7 @@ import pytest
 from tests.box import Box, missing_requirements
 
 REPO = Path(__file__).resolve().parent.parent
-pytestmark = [pytest.mark.box,
+pytestmark = [pytest.mark.box, pytest.mark.package,
               pytest.mark.skipif(shutil.which("dpkg-buildpackage") is None, reason="dpkg-buildpackage missing")]
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
 
