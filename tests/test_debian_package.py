@@ -18,14 +18,29 @@ pytestmark = [pytest.mark.package,
 
 
 @pytest.fixture(scope="module")
-def deb() -> Path:
+def built() -> dict[str, Path]:
     subprocess.run([str(REPO / "scripts" / "build-deb")], check=True, capture_output=True, text=True, timeout=600)
-    return max((REPO / "dist").glob("ds01d_*_all.deb"), key=lambda p: p.stat().st_mtime)
+    return {name: max((REPO / "dist").glob(f"{name}_*_all.deb"), key=lambda p: p.stat().st_mtime)
+            for name in ("ds01d", "python3-nvidia-ml-py")}
+
+
+@pytest.fixture(scope="module")
+def deb(built) -> Path:
+    return built["ds01d"]
+
+
+@pytest.fixture(scope="module")
+def nvml_deb(built) -> Path:
+    return built["python3-nvidia-ml-py"]
+
+
+def contents(deb: Path) -> set[str]:
+    listing = subprocess.run(["dpkg-deb", "-c", str(deb)], check=True, capture_output=True, text=True).stdout
+    return {line.split()[-1].lstrip(".") for line in listing.splitlines()}
 
 
 def test_contents(deb):
-    listing = subprocess.run(["dpkg-deb", "-c", str(deb)], check=True, capture_output=True, text=True).stdout
-    files = {line.split()[-1].lstrip(".") for line in listing.splitlines()}
+    files = contents(deb)
     for path in ("/usr/bin/ds01d", "/usr/bin/ds01-gpu-status", "/lib/systemd/system/ds01d.service",
                  "/lib/systemd/system/ds01.slice", "/etc/ds01/ds01.yaml", "/usr/lib/tmpfiles.d/ds01d.conf",
                  "/usr/share/man/man8/ds01d.8.gz", "/usr/share/man/man1/ds01-gpu-status.1.gz",
@@ -38,15 +53,32 @@ def test_contents(deb):
     control = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends", "Recommends"], check=True,
                              capture_output=True, text=True).stdout
     assert "python3-docker (>= 5.0.3)" in control and "libnvidia-ml1" in control
+    assert "python3-nvidia-ml-py" in control
     scripts = subprocess.run(["dpkg-deb", "-I", str(deb), "postinst"], check=True, capture_output=True,
                              text=True).stdout
     assert "deb-systemd-helper" in scripts and "ds01d.service" in scripts  # enabled and started on install
 
 
-def test_lintian_finds_no_errors_or_warnings(deb):
-    out = subprocess.run(["lintian", "--tag-display-limit", "0", str(deb)], capture_output=True, text=True)
+@pytest.mark.parametrize("package", ["ds01d", "python3-nvidia-ml-py"])
+def test_lintian_finds_no_errors_or_warnings(built, package):
+    out = subprocess.run(["lintian", "--tag-display-limit", "0", str(built[package])], capture_output=True, text=True)
     tags = [line for line in out.stdout.splitlines() if line[:2] in ("E:", "W:")]
     assert tags == []
+
+
+def test_the_nvml_binding_package_keeps_nvidias_license_and_only_pynvml(nvml_deb):
+    files = contents(nvml_deb)
+    assert "/usr/lib/python3/dist-packages/pynvml.py" in files
+    assert not [f for f in files if f.endswith("/example.py")]
+    with_copyright = subprocess.run(f"dpkg-deb --fsys-tarfile {nvml_deb} | tar -xO ./usr/share/doc/python3-nvidia-ml-py/copyright",
+                                    shell=True, check=True, capture_output=True, text=True).stdout
+    assert "Copyright: 2011-" in with_copyright and "NVIDIA Corporation" in with_copyright
+    assert "Redistribution and use in source and binary forms" in with_copyright
+    upstream = (REPO / "packaging" / "python3-nvidia-ml-py" / "upstream").read_text()
+    version = next(line.split("=", 1)[1] for line in upstream.splitlines() if line.startswith("version="))
+    shown = subprocess.run(["dpkg-deb", "-f", str(nvml_deb), "Version", "Depends"], check=True,
+                           capture_output=True, text=True).stdout
+    assert f"Version: {version}-" in shown and "python3:any" in shown
 
 
 @pytest.mark.skipif(not Path("/usr/lib/python3/dist-packages/docker").exists(), reason="python3-docker missing")

@@ -23,19 +23,24 @@ def installed():
     if missing_requirements():
         pytest.skip(missing_requirements())
     subprocess.run([str(REPO / "scripts" / "build-deb")], check=True, capture_output=True, timeout=600)
-    deb = max((REPO / "dist").glob("ds01d_*_all.deb"), key=lambda p: p.stat().st_mtime)
+    debs = [newest(name) for name in ("ds01d", "python3-nvidia-ml-py")]
     box = Box.boot("pytest-pkg", private_root=True)
     try:
-        inside = box.state_dir / deb.name
-        shutil.copy(deb, inside)
+        inside = [box.state_dir / deb.name for deb in debs]
+        for deb, there in zip(debs, inside):
+            shutil.copy(deb, there)
         # Build machines carry a policy-rc.d that forbids starting services from maintainer
         # scripts; a real host has none, and in this box's private root removing it is private.
         box.run(["rm", "-f", "/usr/sbin/policy-rc.d"])
-        out = box.run(["apt-get", "install", "-y", "--no-install-recommends", str(inside)], env=APT_ENV,
+        out = box.run(["apt-get", "install", "-y", "--no-install-recommends", *map(str, inside)], env=APT_ENV,
                       timeout=300)
         yield box, out
     finally:
         box.shutdown()
+
+
+def newest(package: str) -> Path:
+    return max((REPO / "dist").glob(f"{package}_*_all.deb"), key=lambda p: p.stat().st_mtime)
 
 
 def test_the_host_is_untouched(installed, tmp_path):
@@ -71,8 +76,12 @@ def test_packaged_service_starts_and_limits_a_users_slice(installed):
     box.wait_until(lambda: box.systemctl_show("ds01-students-alice.slice", "CPUQuotaPerSecUSec")
                    == {"CPUQuotaPerSecUSec": "8s"}, 10.0, what="alice's slice limited")
     assert exists(box, "/var/lib/ds01/state.db") and exists(box, "/run/ds01/ds01d.sock")
+    # The packaged binding is the one imported; with no NVIDIA driver NVML does not start, said once.
+    where = box.run(["/usr/bin/python3", "-c", "import pynvml; print(pynvml.__file__)"]).stdout.strip()
+    assert where == "/usr/lib/python3/dist-packages/pynvml.py"
     cpu_only = box.journal("DS01_ACTION=gpu-cpu-only", unit="ds01d.service")
-    assert cpu_only and "nvidia-ml-py is not installed" in cpu_only[-1]["DS01_REASON"]
+    assert len(cpu_only) == 1
+    assert "NVML did not start" in cpu_only[0]["DS01_REASON"] and "running CPU-only" in cpu_only[0]["DS01_REASON"]
 
 
 def test_remove_keeps_config_and_state_and_purge_removes_them(installed):
