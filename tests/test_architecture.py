@@ -8,6 +8,7 @@ needs a database.
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,9 @@ def test_no_two_modules_differ_by_a_plural() -> None:
     stems = {p.with_suffix("").relative_to(PACKAGE).as_posix() for p in MODULES}
     clashes = sorted(s for s in stems if s + "s" in stems)
     assert not clashes, f"{clashes}: name modules for their role"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_every_module_imports(path: Path) -> None:
+    """Under every supported interpreter (scripts/test-pythons), not only the modules a test reaches."""
+    importlib.import_module(module_name(path))

@@ -81,7 +81,8 @@ def check_nvml() -> list[Check]:
         inventory = nvml.inventory()
     except NvmlUnavailable as exc:
         return [Check("nvml", False, f"{exc}; ds01d would run CPU-only",
-                      "install NVIDIA's driver and nvidia-ml-py (`pip install nvidia-ml-py`)")]
+                      "install NVIDIA's driver (libnvidia-ml) and the binding: apt-get install "
+                      "./python3-nvidia-ml-py_*_all.deb (built by scripts/build-deb)")]
     checks = [Check("nvml", True, f"driver {inventory.driver}, {len(inventory.gpu_indexes)} GPUs")]
     for gpu_uuid, index in sorted(inventory.gpu_indexes.items(), key=lambda kv: kv[1]):
         units = [u for u in inventory.units if u.gpu_uuid == gpu_uuid]
