@@ -117,6 +117,7 @@ def test_reservation_window_keeps_others_off_and_ends_on_time(env, box, box_clea
     box.run(["systemctl", "reload", "ds01d.service"])
 
 
+@pytest.mark.cgroup_v2
 def test_ds01_run_lands_in_the_slice_on_the_allocated_device(env, box, box_cleanup):
     name = box_cleanup("via-ds01-run")
     out = box.run([box.tool("ds01"), "run", "--gpus", "1", "-d", "--name", name, "busybox:local", "sleep", "600"],

@@ -39,11 +39,13 @@ def test_systemd_is_pid_1_and_the_system_is_up(box: Box) -> None:
         assert box.systemctl_show(unit, "ActiveState") == {"ActiveState": "active"}, unit
 
 
+@pytest.mark.cgroup_v2
 @pytest.mark.box
 def test_docker_uses_the_systemd_cgroup_driver(box: Box) -> None:
     assert "Cgroup Driver: systemd" in box.docker("info").stdout
 
 
+@pytest.mark.cgroup_v2
 @pytest.mark.box
 def test_cgroup_parent_puts_the_container_in_the_user_slice(box: Box, box_cleanup) -> None:
     name = box_cleanup("slice")
@@ -88,6 +90,7 @@ def test_journald_keeps_custom_fields(box: Box) -> None:
     assert f"via systemd-cat {tag}" in [e["MESSAGE"] for e in later]
 
 
+@pytest.mark.cgroup_v2
 @pytest.mark.box
 def test_read_cgroup_sees_the_limits_systemd_applied(box: Box) -> None:
     unit = f"ds01-boxtest-{uuid.uuid4().hex[:6]}"

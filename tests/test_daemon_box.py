@@ -115,6 +115,7 @@ def test_raw_api_devcontainer(fresh, box, box_cleanup):
                                               "source": "DeviceRequests"}
 
 
+@pytest.mark.cgroup_v2
 def test_slice_limits_and_live_reload(fresh, box, box_cleanup):
     cid = run(box, box_cleanup, "alice-limits", "--label", "ds01.user=alice",
               "--cgroup-parent", "ds01-students-alice.slice")
@@ -159,6 +160,7 @@ def test_containers_beyond_max_are_stopped(fresh, box, box_cleanup):
     assert sorted(running) == sorted(first)
 
 
+@pytest.mark.cgroup_v2
 def test_container_outside_its_slice_gets_the_per_container_caps(fresh, box, box_cleanup):
     cid = run(box, box_cleanup, "bob-loose", "--label", "ds01.user=bob")
     box.wait_until(lambda: box.docker("inspect", "-f", "{{.HostConfig.CpuQuota}} {{.HostConfig.Memory}}",

@@ -32,6 +32,7 @@ def doctor(box, svc, scenario=None):
                    env=env)
 
 
+@pytest.mark.cgroup_v2
 def test_doctor_passes_on_a_good_host(env, box, box_cleanup):
     write(env.nvml_scenario, [whole_gpu(0), mig_gpu(1, [{"slices": 3}, {"slices": 4}])])
     box.docker("run", "-d", "--name", box_cleanup("doc-ok"), "--label", "ds01.user=alice", "busybox:local",

@@ -131,6 +131,7 @@ def test_keep_alive_fresh_protects_and_stale_does_not(env, box, box_cleanup):
     assert "keep-alive" not in entry["DS01_REASON"]
 
 
+@pytest.mark.cgroup_v2
 def test_mig_only_the_idle_user_is_stopped_and_unknown_is_never_idle(env, box, box_cleanup):
     svc, gpus = env
     busy, busy_pid = start(box, box_cleanup, "mig-busy", "mona", "--gpus", "device=2:0")

@@ -40,6 +40,7 @@ def ds01d(box, *args: str, check: bool = True):
     return box.run([box.tool("ds01d"), *args], check=check)
 
 
+@pytest.mark.cgroup_v2
 def test_slice_limits_reach_systemd_and_the_container_cgroup(box, box_cleanup, config_file: Path):
     out = ds01d(box, "limits", USER, "--config", str(config_file), "--apply").stdout
     assert out.startswith(f"{SLICE}: ")
@@ -75,6 +76,7 @@ def test_slice_limits_reach_systemd_and_the_container_cgroup(box, box_cleanup, c
         assert box.read_cgroup(None, slice_path, "pids.max").strip() == "300"
 
 
+@pytest.mark.cgroup_v2
 def test_changed_limits_are_applied_to_a_live_slice(box, config_file: Path):
     ds01d(box, "limits", USER, "--config", str(config_file), "--apply")
     config_file.write_text(CONFIG.replace("tasks_max: 300", "tasks_max: 222").replace("cpus: 1.5", "cpus: 3"))
@@ -84,6 +86,7 @@ def test_changed_limits_are_applied_to_a_live_slice(box, config_file: Path):
     assert shown == {"CPUQuotaPerSecUSec": "3s", "TasksMax": "222"}
 
 
+@pytest.mark.cgroup_v2
 def test_unlimited_is_infinity(box, tmp_path: Path):
     path = tmp_path / "ds01.yaml"
     path.write_text("defaults: {cpus: null, memory_max: null, memory_high: null, tasks_max: null}\n")
