@@ -134,12 +134,16 @@ def test_keep_alive_fresh_protects_and_stale_does_not(env, box, box_cleanup):
 @pytest.mark.cgroup_v2
 def test_mig_only_the_idle_user_is_stopped_and_unknown_is_never_idle(env, box, box_cleanup):
     svc, gpus = env
+    # Each container's GPU activity is in the scenario from its start: on a slow host (the
+    # emulated cgroup v2 VM) starting the next container takes longer than the idle timeout.
     busy, busy_pid = start(box, box_cleanup, "mig-busy", "mona", "--gpus", "device=2:0")
-    idle, idle_pid = start(box, box_cleanup, "mig-idle", "nils", "--gpus", "device=2:1")
-    blind, blind_pid = start(box, box_cleanup, "mig-a100", "olga", "--gpus", "device=3:0")
     gpus.mig2[0] = {"slices": 3, "sm_activity": 60, "processes": [{"pid": busy_pid, "used_memory_mib": 10}]}
-    gpus.mig2[1] = {"slices": 2, "sm_activity": 0, "processes": [{"pid": idle_pid, "used_memory_mib": 10}]}
+    gpus.write()
+    blind, blind_pid = start(box, box_cleanup, "mig-a100", "olga", "--gpus", "device=3:0")
     gpus.mig3[0] = {"slices": 7, "processes": [{"pid": blind_pid, "used_memory_mib": 10}]}
+    gpus.write()
+    idle, idle_pid = start(box, box_cleanup, "mig-idle", "nils", "--gpus", "device=2:1")
+    gpus.mig2[1] = {"slices": 2, "sm_activity": 0, "processes": [{"pid": idle_pid, "used_memory_mib": 10}]}
     gpus.write()
     entry = stopped_entry(svc, box, idle, 15.0)
     assert entry["DS01_USER"] == "nils"
