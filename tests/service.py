@@ -54,13 +54,16 @@ class Service:
         self.box.install_unit(UNIT, unit)
 
     def start(self) -> None:
+        """Start, and wait for the first reconcile: ds01d is READY before it reaches Docker."""
         self.box.run(["systemctl", "start", UNIT], timeout=60)
+        self.box.wait_until(lambda: "Docker connected" in self.show("StatusText")["StatusText"], 30.0,
+                            what="ds01d connected to Docker")
 
     def stop(self) -> None:
         self.box.run(["systemctl", "stop", UNIT], check=False, timeout=60)
 
     def reset(self, config_text: str) -> None:
-        """A fresh daemon: stopped, state wiped, new config, started (READY = reconciled)."""
+        """A fresh daemon: stopped, state wiped, new config, started and reconciled."""
         self.stop()
         self.install()
         self.box.run(["systemctl", "reset-failed", UNIT], check=False)

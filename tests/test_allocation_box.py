@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.nvml_scenarios import mig_gpu, mig_uuid, whole_gpu, gpu_uuid, write
+from tests.box.box import BOX_CHECKOUT
 from tests.service import Service, ids_of
 
 pytestmark = pytest.mark.box
@@ -94,6 +95,49 @@ def test_two_users_race_for_the_last_device(env, box, box_cleanup):
     assert got["user"] == loser and [u["uuid"] for u in got["units"]] == [mig_uuid(1, 0)]
     served = env.wait_decision(DS01_USER=loser, DS01_ACTION="allocate")
     assert stopped + 3 <= int(served["__REALTIME_TIMESTAMP"]) / 1e6 <= stopped + 3 + 1.5
+
+
+WAITER = """\
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect("/run/ds01/ds01d.sock")
+body = b'{"wait_s": 60}'
+s.sendall(b"POST /v1/allocate HTTP/1.0\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(body) + body)
+sys.stdin.readline()          # stay until the test says to hang up
+"""
+
+
+def queue(box) -> list[dict]:
+    out = box.run(["python3", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
+                   "from ds01d.cli.status_client import call; import json; "
+                   "print(json.dumps(call('/run/ds01/ds01d.sock', 'GET', '/v1/status')[1]['queue']))",
+                   str(BOX_CHECKOUT)]).stdout
+    return json.loads(out)
+
+
+def waiting_client(box, uid):
+    argv = box.command(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "python3", "-c", WAITER])
+    return subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+
+
+def test_a_waiter_that_hangs_up_leaves_the_queue_and_gets_nothing(env, box, box_cleanup):
+    occupiers = [start(box, box_cleanup, f"full-{i}", user, gpus) for i, (user, gpus) in
+                 enumerate([("erin", "device=0"), ("frank", f"device={mig_uuid(1, 0)}"),
+                            ("gina", f"device={mig_uuid(1, 1)}")])]
+    for cid in occupiers:
+        box.wait_until(lambda: (env.gpu_state(cid) or {}).get("units"), 5.0, what="occupier recorded")
+    cursor = box.journal_cursor()
+    clients = [waiting_client(box, ALICE) for _ in range(5)]
+    box.wait_until(lambda: [w["user"] for w in queue(box)] == ["alice"] * 4, 10.0, what="alice's 4 waits queued")
+    refused = env.wait_decision(DS01_USER="alice", DS01_ACTION="allocate-wait")  # the fifth: 429, not queued
+    assert refused and len(queue(box)) == 4
+    for client in clients:
+        client.communicate("\n", timeout=10)   # Ctrl-C, as it were
+    box.wait_until(lambda: queue(box) == [], 3.0, what="the queue emptied by the hang-ups")
+    box.docker("rm", "-f", occupiers[0])
+    got = json.loads(box.run([box.tool("ds01d"), "allocate", "--json", "--user", "dave", "--full", "--wait", "20s"],
+                             timeout=30).stdout)
+    assert got["user"] == "dave" and [u["uuid"] for u in got["units"]] == [gpu_uuid(0)]
+    assert not box.journal("DS01_USER=alice", "DS01_ACTION=allocate", since_cursor=cursor)
 
 
 def test_reservation_window_keeps_others_off_and_ends_on_time(env, box, box_cleanup):

@@ -101,7 +101,7 @@ def render(doc: Mapping[str, Any], color: bool = False) -> str:
     driver = f"driver {daemon['driver']}" if daemon["driver"] else "no NVIDIA driver"
     out = [paint(f"ds01 GPU status  {when}", "bold") + f"  ({driver}, sampled every {daemon['sampling_interval_s']}s)"]
     if not daemon["docker_connected"]:
-        out.append(paint("ds01d has lost Docker for now: what follows may be out of date", "red"))
+        out.append(paint("Docker unreachable: what follows may be out of date", "red"))
     if daemon["cpu_only"]:
         out.append(paint(f"No GPUs: {daemon['cpu_only']}", "dim"))
     for gpu in doc["gpus"]:

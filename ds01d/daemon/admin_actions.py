@@ -16,7 +16,8 @@ from ds01d.config.quantities import format_duration
 from ds01d.daemon.allocation_service import Allocations, Host
 from ds01d.daemon.gpu_watch import GpuWatch
 from ds01d.daemon.status_model import Caller, iso
-from ds01d.daemon.status_server import AdminRequest
+from ds01d.daemon.request_args import ExtendArgs, ReleaseArgs
+from ds01d.daemon.status_server import AdminRequest, deliver
 from ds01d.host.decision_log import DecisionLog
 from ds01d.host.state_db import Store
 from ds01d.rules.limits import EffectiveLimits
@@ -46,30 +47,34 @@ class AdminActions:
     def answer(self, request: AdminRequest) -> None:
         """Reply to `request` now or, for an allocation that waits, when a device frees."""
         d = self.daemon
+        if request.reply.done():
+            return  # its client left while it was queued
         if request.action == "allocate":
             d.allocations.request(d.host(), request.args, request.caller, request.reply)
             return
         try:
-            handler = {"release": self.release, "extend": self.extend}[request.action]
-            result = handler(request.args, request.caller)
+            if isinstance(request.args, ReleaseArgs):
+                result = self.release(request.args, request.caller)
+            elif isinstance(request.args, ExtendArgs):
+                result = self.extend(request.args, request.caller)
+            else:
+                result = (404, {"error": f"no such action {request.action}"})
         except Exception as exc:  # the caller gets the error; the daemon goes on
             result = (500, {"error": f"{type(exc).__name__}: {exc}"})
-        request.reply.set_result(result)
+        deliver(request.reply, result)
 
-    def find_container(self, ref: Any) -> ContainerRecord | None:
+    def find_container(self, ref: str) -> ContainerRecord | None:
         """A live container by name, or by an id prefix of at least 6 characters."""
-        if not isinstance(ref, str) or not ref:
-            return None
         live = self.daemon.store.live_containers()
         return next((r for r in live if r.name == ref), None) or \
             next((r for r in live if len(ref) >= 6 and r.id.startswith(ref)), None)
 
-    def release(self, args: dict[str, Any], caller: Caller) -> Answer:
+    def release(self, args: ReleaseArgs, caller: Caller) -> Answer:
         """End a hold now: for admins, and for the owner (who gives up their own reservation)."""
         d = self.daemon
-        rec = self.find_container(args.get("container"))
+        rec = self.find_container(args.container)
         if rec is None:
-            return 404, {"error": f"no container {args.get('container')!r}"}
+            return 404, {"error": f"no container {args.container!r}"}
         if not caller.admin and caller.user != rec.owner:
             return 403, {"error": f"{caller.user} may not release {rec.name}: it is {rec.owner}'s; only its "
                                   f"owner, root and members of {d.config.daemon.admin_group} may"}
@@ -81,15 +86,13 @@ class AdminActions:
                      name=rec.name, group=rec.group, slice_name=rec.slice, details={"by": caller.user})
         return 200, {"released": rec.name, "by": caller.user}
 
-    def extend(self, args: dict[str, Any], caller: Caller) -> Answer:
+    def extend(self, args: ExtendArgs, caller: Caller) -> Answer:
         """Push a running container's next stop; owners up to policies.max_extension in all."""
         d = self.daemon
-        rec = self.find_container(args.get("container"))
-        seconds = args.get("seconds")
+        rec = self.find_container(args.container)
+        seconds = args.seconds
         if rec is None:
-            return 404, {"error": f"no container {args.get('container')!r}"}
-        if not isinstance(seconds, int) or seconds <= 0:
-            return 400, {"error": "seconds must be a positive whole number"}
+            return 404, {"error": f"no container {args.container!r}"}
         if not caller.admin and caller.user != rec.owner:
             return 403, {"error": f"{caller.user} may not extend {rec.name}: it is {rec.owner}'s"}
         deadline = d.gpus.upcoming.get(rec.id)

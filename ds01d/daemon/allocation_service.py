@@ -23,7 +23,12 @@ from ds01d.rules.limits import EffectiveLimits
 from ds01d.config.quantities import format_duration
 from ds01d.host.state_db import GpuStore
 from ds01d.rules.records import ContainerRecord, GpuState
+from ds01d.daemon.request_args import AllocateArgs
 from ds01d.daemon.status_model import Caller, Hold, iso
+from ds01d.daemon.status_server import deliver
+
+#: Allocation requests one user may have waiting at once; each holds a connection open.
+MAX_WAITING_PER_USER = 4
 
 
 @dataclass(frozen=True)
@@ -43,7 +48,7 @@ class Host:
 class Waiter:
     sort_key: tuple[int, int]
     user: str = field(compare=False)
-    ask_args: dict[str, Any] = field(compare=False)
+    ask_args: AllocateArgs = field(compare=False)
     deadline: float = field(compare=False)
     since: float = field(compare=False)
     reply: concurrent.futures.Future = field(compare=False)
@@ -89,37 +94,35 @@ class Allocations:
                          *claimed.get(u.uuid, (None, None)), *reserved.get(u.uuid, (None, None, ""))[:2])
                 for u in host.inventory.units]
 
-    def ask(self, host: Host, user: str, args: Mapping[str, Any], loads: list[UnitLoad]) -> Ask:
+    def ask(self, host: Host, user: str, args: AllocateArgs, loads: list[UnitLoad]) -> Ask:
         limits = host.limits_for(user)
-        return Ask(user, limits["priority"], count=int(args.get("count") or 1), full=bool(args.get("full")),
+        return Ask(user, limits["priority"], count=args.count, full=args.full,
                    quota=limits["gpu_quota"], used=used_by(user, loads), may_full_gpu=bool(limits["allow_full_gpu"]),
                    allow_sharing=host.config.policies.allow_sharing)
 
     # --- requests -----------------------------------------------------------------------------
 
-    def request(self, host: Host, args: dict[str, Any], caller: Caller,
+    def request(self, host: Host, args: AllocateArgs, caller: Caller,
                 reply: concurrent.futures.Future) -> None:
         """Answer now, or queue the caller until a device fits or the wait runs out."""
-        user = args.get("user") or caller.user
+        user = args.user or caller.user
         if user != caller.user and not caller.admin:
-            reply.set_result((403, {"error": f"{caller.user} may allocate only for themselves"}))
+            deliver(reply, (403, {"error": f"{caller.user} may allocate only for themselves"}))
             return
-        count = args.get("count", 1)
-        if not isinstance(count, int) or not 1 <= count <= 64:
-            reply.set_result((400, {"error": "count must be a whole number from 1 to 64"}))
-            return
-        wait = args.get("wait_s")
-        wait = host.config.policies.allocation_wait if wait is None else int(wait)
+        wait = host.config.policies.allocation_wait if args.wait_s is None else args.wait_s
         loads = self.loads(host)
         answer = choose(self.ask(host, user, args, loads), loads)
         if answer.granted:
-            reply.set_result(self.grant(host, user, answer, caller))
+            self.hand_over(host, user, answer, caller, reply)
         elif not answer.wait or wait <= 0:
             self.log.record("allocate-refused", answer.reason, user=user, priority=syslog.LOG_WARNING)
-            reply.set_result((409, {"error": answer.reason}))
+            deliver(reply, (409, {"error": answer.reason}))
+        elif sum(1 for w in self.waiters if w.user == user) >= MAX_WAITING_PER_USER:
+            deliver(reply, (429, {"error": f"{user} already has {MAX_WAITING_PER_USER} allocation requests "
+                                           "waiting; wait for one of them to be served or cancel it (Ctrl-C)"}))
         else:
             priority = host.limits_for(user)["priority"]
-            self.waiters.append(Waiter((-priority, next(self._arrivals)), user, dict(args), host.now + wait,
+            self.waiters.append(Waiter((-priority, next(self._arrivals)), user, args, host.now + wait,
                                        host.now, reply))
             self.waiters.sort()
             self.log.record("allocate-wait", f"waiting up to {format_duration(wait)}: {answer.reason}", user=user)
@@ -144,18 +147,33 @@ class Allocations:
                             f"--label=ds01.user={user}", "--label=ds01.container_type=ds01"],
         }
 
+    def hand_over(self, host: Host, user: str, answer: Answer, caller: Caller,
+                  reply: concurrent.futures.Future) -> None:
+        """Grant, and take the devices back at once if the client has already gone."""
+        result = self.grant(host, user, answer, caller)
+        if not deliver(reply, result):
+            self.abandoned(result[1]["id"], user)
+
+    def abandoned(self, allocation_id: int, user: str) -> None:
+        """Nobody will read this grant: the devices go back to everyone now, not at expiry."""
+        if self.gpu.close_allocation(allocation_id, "client gone"):
+            self.log.record("allocate-abandoned", "the client left before reading its allocation; released",
+                            user=user, details={"id": allocation_id})
+
     def serve_waiters(self, host: Host) -> None:
         """Highest priority first, then first come; each gets whatever fits now."""
         still: list[Waiter] = []
         for waiter in self.waiters:
+            if waiter.reply.done():
+                continue  # its client left (the request was cancelled)
             loads = self.loads(host)
             answer = choose(self.ask(host, waiter.user, waiter.ask_args, loads), loads)
             if answer.granted:
-                waiter.reply.set_result(self.grant(host, waiter.user, answer, Caller(waiter.user, -1, False)))
+                self.hand_over(host, waiter.user, answer, Caller(waiter.user, -1, False), waiter.reply)
             elif not answer.wait:
-                waiter.reply.set_result((409, {"error": answer.reason}))
+                deliver(waiter.reply, (409, {"error": answer.reason}))
             elif host.now >= waiter.deadline:
-                waiter.reply.set_result((408, {"error": self.timeout_message(waiter, answer)}))
+                deliver(waiter.reply, (408, {"error": self.timeout_message(waiter, answer)}))
                 self.log.record("allocate-timeout", answer.reason, user=waiter.user, priority=syslog.LOG_WARNING)
             else:
                 still.append(waiter)
@@ -170,7 +188,7 @@ class Allocations:
                 "  3. See who holds what: ds01-gpu-status")
 
     def queue(self, now: float) -> list[dict[str, Any]]:
-        return [{"user": w.user, "count": int(w.ask_args.get("count") or 1), "full": bool(w.ask_args.get("full")),
+        return [{"user": w.user, "count": w.ask_args.count, "full": w.ask_args.full,
                  "priority": -w.sort_key[0], "waiting_s": round(now - w.since),
                  "gives_up_in_s": max(0, round(w.deadline - now))} for w in self.waiters]
 

@@ -5,6 +5,13 @@ reload and stop requests (from signal handlers, as flags) all meet here.  The
 loop never blocks for longer than a tick, so the systemd watchdog sees a ping
 unless the loop itself is stuck, which is exactly what the watchdog is for.
 
+Nothing another party does may end it: a client hanging up (SIGPIPE is ignored), a
+request with any body (checked at the socket), Docker restarting or hanging (connecting
+is done on a thread of its own; every call has a timeout, and an error while handling an
+event means reconnect and reconcile).  An unexpected exception while handling one item
+is journalled with the item and counted, and the loop goes on; only a broken loop ends
+the process, with exit status 1 so that systemd restarts it.
+
 Order on (re)connect: the events stream is opened first, from where the last
 handled event left off, then the full listing is reconciled.  An event that
 races the listing is seen twice, which is harmless because handling a container
@@ -23,6 +30,7 @@ import concurrent.futures
 import datetime as dt
 import os
 import queue
+import traceback
 import signal
 import syslog
 import sys
@@ -33,11 +41,13 @@ from ds01d.config import Config, ConfigError
 from ds01d.daemon.actuator import Actuator, StopDone, WorkerError
 from ds01d.daemon.admin_actions import AdminActions
 from ds01d.daemon.allocation_service import Allocations, Host
+from ds01d.daemon.docker_connector import Connected, DockerConnector, Unreachable
+from ds01d.daemon.inbox import EVENTS, REQUESTS, RESULTS, Inbox
 from ds01d.daemon.gpu_watch import GpuWatch
 from ds01d.daemon.reload import load_checked_config, reload_config
 from ds01d.daemon.slice_keeper import SliceKeeper
 from ds01d.daemon.status_model import Hold, StatusView, iso
-from ds01d.daemon.status_server import AdminRequest, StatusApp, StatusServer
+from ds01d.daemon.status_server import AbandonedGrant, AdminRequest, StatusApp, StatusServer, deliver
 from ds01d.host.decision_log import DecisionLog, JournalSend, journald_send
 from ds01d.host.docker_engine import CONNECTION_ERRORS, DockerAdapter, DockerEvent, StreamEnded
 from ds01d.host.nvml import Nvml
@@ -53,12 +63,32 @@ from ds01d.rules.records import ContainerRecord
 
 TICK = 0.2
 STATUS_EVERY = 1.0            # seconds between STATUS= refreshes (a query over every container)
-MAX_BACKOFF = 30.0
+FEED_EVERY = 0.5              # seconds between watchdog pings while a Docker call is under way
 UNIX_CACHE_SECONDS = 60.0
 #: Event actions that say nothing about a container's owner, limits or state.
 _QUIET_ACTIONS = frozenset({"exec_create", "exec_start", "exec_die", "exec_detach", "attach", "detach", "resize",
                             "top", "commit", "copy", "export", "archive-path", "extract-to-dir",
                             "health_status"})
+
+
+def rank(item: object) -> int:
+    """The inbox's order: what Docker says first, then results of our own actions, then requests."""
+    if isinstance(item, (DockerEvent, StreamEnded, Connected, Unreachable)):
+        return EVENTS
+    if isinstance(item, (StopDone, WorkerError)):
+        return RESULTS
+    return REQUESTS
+
+
+def describe(item: object) -> str:
+    """One line naming an inbox item, for the journal when handling it failed."""
+    if isinstance(item, DockerEvent):
+        event = item.event
+        return (f"Docker event {event.get('Action') or event.get('status')!r} of "
+                f"{str(event.get('id') or (event.get('Actor') or {}).get('ID'))[:12]}")
+    if isinstance(item, AdminRequest):
+        return f"{item.action} request of {item.caller.user}"
+    return type(item).__name__
 
 
 def event_cursor(event: dict[str, Any]) -> str | None:
@@ -82,12 +112,14 @@ class Daemon:
         self.clock = clock
         self.store = Store(f"{config.daemon.state_dir}/state.db")
         self.log = DecisionLog(self.store, send, clock)
-        self.events: queue.Queue = queue.Queue()
+        self.events = Inbox(rank)
         self.docker: DockerAdapter | None = None
+        self.connector = DockerConnector(docker_factory, self.events.put)
+        self.docker_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="docker-call")
+        self.connecting = False
+        self.docker_error: str | None = None   # why Docker is unreachable; None while connecting
         self.generation = 0
-        self.backoff = 0.5
-        self.reconnect_at = 0.0
-        self.ready = False
+        self.item_failures = 0     # items whose handling raised; each is in the journal
         self.stop_requested = False
         self.reload_requested = False
         self.last_error: str | None = None
@@ -103,40 +135,62 @@ class Daemon:
         self.next_status = 0.0
         self.next_publish = 0.0
         self.dirty = True
-        self.status_app = StatusApp(self.events.put, config.daemon.admin_group)
+        self.status_app = StatusApp(self.events.put, config.daemon.admin_group,
+                                    lambda message: self.events.put(WorkerError(message)))
         self.server: StatusServer | None = None
         self.last_alive = float(self.store.get_meta("last_alive") or 0.0)
 
     # --- the loop -----------------------------------------------------------
 
     def run(self) -> int:
+        """Serve until SIGTERM (exit 0); a broken loop is journalled and exits 1."""
+        # A client that hangs up before reading its answer must cost a BrokenPipeError in
+        # its own thread, never the process (the CLI's conventions set SIG_DFL).
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, lambda *_: setattr(self, "reload_requested", True))
         signal.signal(signal.SIGTERM, lambda *_: setattr(self, "stop_requested", True))
         signal.signal(signal.SIGINT, lambda *_: setattr(self, "stop_requested", True))
-        self.notifier.status("starting: connecting to Docker")
         self.open_gpus()
         self.serve_status()
+        # Ready once the state and the socket are up: Docker may come later (or never).
+        self.notifier.ready()
         try:
-            while not self.stop_requested:
-                self.notifier.watchdog()
-                if self.docker is None and time.monotonic() >= self.reconnect_at:
-                    self.connect()
-                if self.reload_requested:
-                    self.reload()
-                if self.docker is not None and time.monotonic() >= self.next_pass:
-                    self.sampling_pass()
-                if self.allocations.waiters:
-                    self.allocations.serve_waiters(self.host())
-                    self.dirty = True
-                if self.dirty and time.monotonic() >= self.next_publish:
-                    self.publish_safely()
-                if time.monotonic() >= self.next_status:
-                    self.next_status = time.monotonic() + STATUS_EVERY
-                    self.notifier.status(self.status_line())
-                self.drain(TICK)
+            self.loop()
+        except Exception as exc:
+            self.log.record("loop-broken", f"the main loop broke: {type(exc).__name__}: {exc}",
+                            priority=syslog.LOG_CRIT, details={"traceback": traceback.format_exc()[-4000:]})
+            return 1
         finally:
             self.shutdown()
         return 0
+
+    def loop(self) -> None:
+        while not self.stop_requested:
+            self.notifier.watchdog()
+            if self.docker is None and not self.connecting:
+                self.connecting = True
+                self.connector.want()
+            if self.reload_requested:
+                self.step("reload", self.reload)
+            if self.docker is not None and time.monotonic() >= self.next_pass:
+                self.sampling_pass()
+            if self.allocations.waiters:
+                self.step("serving the wait queue", lambda: self.allocations.serve_waiters(self.host()))
+                self.dirty = True
+            if self.dirty and time.monotonic() >= self.next_publish:
+                self.publish_safely()
+            if time.monotonic() >= self.next_status:
+                self.next_status = time.monotonic() + STATUS_EVERY
+                self.notifier.status(self.status_line())
+            self.drain(TICK)
+
+    def step(self, what: str, action: Callable[[], object]) -> None:
+        """A periodic step that fails is journalled and counted; the next tick tries again."""
+        try:
+            action()
+        except Exception as exc:
+            self.item_failures += 1
+            self.error(f"{what} failed: {type(exc).__name__}: {exc}")
 
     def drain(self, timeout: float) -> None:
         """Handle what arrives within `timeout`, then return so the loop can ping the watchdog."""
@@ -149,7 +203,17 @@ class Daemon:
             self.handle(item)
 
     def handle(self, item: object) -> None:
+        """Handle one item; whatever goes wrong with it is journalled and the loop goes on."""
         self.dirty = True
+        try:
+            self.dispatch(item)
+        except Exception as exc:
+            self.item_failures += 1
+            self.error(f"handling {describe(item)} failed: {type(exc).__name__}: {exc}")
+            if isinstance(item, AdminRequest):
+                deliver(item.reply, (500, {"error": "ds01d could not carry that out; the journal says why"}))
+
+    def dispatch(self, item: object) -> None:
         if isinstance(item, AdminRequest):
             self.admin_actions.answer(item)
         elif isinstance(item, DockerEvent):
@@ -158,6 +222,12 @@ class Daemon:
         elif isinstance(item, StreamEnded):
             if item.generation == self.generation and self.docker is not None:
                 self.disconnected(item.error)
+        elif isinstance(item, Connected):
+            self.connected(item.docker)
+        elif isinstance(item, Unreachable):
+            self.unreachable(item.error)
+        elif isinstance(item, AbandonedGrant):
+            self.allocations.abandoned(item.allocation_id, item.user)
         elif isinstance(item, WorkerError):
             self.error(item.message)
         elif isinstance(item, StopDone):
@@ -169,7 +239,7 @@ class Daemon:
     def shutdown(self) -> None:
         self.notifier.stopping()
         for waiter in self.allocations.waiters:  # nobody will serve them now: say so rather than time out
-            waiter.reply.set_result((503, {"error": "ds01d is stopping; ask again in a moment"}))
+            deliver(waiter.reply, (503, {"error": "ds01d is stopping; ask again in a moment"}))
         self.allocations.waiters.clear()
         if self.server is not None:
             self.server.shutdown()
@@ -180,6 +250,8 @@ class Daemon:
                 pass
         if self.docker is not None:
             self.docker.stop_events()
+        self.connector.close()
+        self.docker_pool.shutdown(wait=False, cancel_futures=True)
         self.actuator.shutdown()
         self.gpus.close()
         self.slice_keeper.close()
@@ -187,35 +259,37 @@ class Daemon:
 
     # --- Docker connection ----------------------------------------------------
 
-    def connect(self) -> None:
+    def connected(self, docker: DockerAdapter) -> None:
+        """Docker answers again: open the events stream where we left off, then reconcile."""
+        self.connecting = False
+        self.generation += 1
         try:
-            docker = self.docker_factory()
-            docker.ping()
-            self.generation += 1
             docker.start_events(self.store.get_meta("last_event"), self.events, self.generation)
             self.docker = docker
             started = time.monotonic()
             count = self.reconcile()
-        except CONNECTION_ERRORS as exc:
+        except CONNECTION_ERRORS as exc:  # gone again already: the loop asks for a new connection
             self.docker = None
-            self.last_error = f"Docker: {exc}"
-            self.reconnect_at = time.monotonic() + self.backoff
-            self.backoff = min(self.backoff * 2, MAX_BACKOFF)
-            self.notifier.status(f"waiting for Docker (retry in {self.backoff:.0f}s): {exc}")
+            docker.close()
+            self.docker_error = f"{type(exc).__name__}: {exc}"
             return
-        self.backoff = 0.5
+        self.docker_error = None
         self.log.record("docker-connected", f"reconciled {count} containers in "
                         f"{time.monotonic() - started:.2f}s")
-        if not self.ready:
-            self.ready = True
-            self.notifier.ready()
+
+    def unreachable(self, why: str) -> None:
+        self.docker_error = why
+        self.next_status = 0.0
+        self.log.record("docker-unreachable", f"Docker does not answer: {why}; enforcement waits for it",
+                        priority=syslog.LOG_WARNING)
 
     def disconnected(self, why: str) -> None:
-        assert self.docker is not None
-        self.docker.close()
+        """Lost Docker mid-way: drop the client; the loop connects again and reconciles."""
+        if self.docker is not None:
+            self.docker.close()
         self.docker = None
-        self.last_error = f"Docker: {why}"
-        self.reconnect_at = time.monotonic() + self.backoff
+        self.docker_error = why
+        self.next_status = 0.0
         self.log.record("docker-disconnected", why, priority=syslog.LOG_WARNING)
 
     def reconcile(self) -> int:
@@ -226,17 +300,33 @@ class Daemon:
         """
         assert self.docker is not None
         docker = self.docker
-        ids = docker.container_ids()
-        with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
-            for done, info in enumerate(pool.map(docker.inspect, ids), 1):
+        ids = self.docker_call(docker.container_ids)
+        inspects = [self.docker_pool.submit(docker.inspect, cid) for cid in ids]
+        try:
+            for done, future in enumerate(inspects, 1):
+                info = self.fed_result(future)
                 if info is not None:
                     self.observe(info, "reconcile")
-                self.notifier.watchdog()
                 if done % 100 == 0:
                     self.notifier.status(f"reconciling with Docker: {done}/{len(ids)} containers")
+        finally:
+            for future in inspects:
+                future.cancel()  # Docker failed part-way: the reconnect reconciles again
         for gone in self.store.live_ids() - set(ids):
             self.store.mark_removed(gone)
         return len(ids)
+
+    def docker_call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """A Docker call from the main loop, bounded by the client's timeout (API_TIMEOUT),
+        with the watchdog fed while it runs: slow Docker is not a stuck loop."""
+        return self.fed_result(self.docker_pool.submit(fn, *args))
+
+    def fed_result(self, future: concurrent.futures.Future) -> Any:
+        while True:
+            try:
+                return future.result(timeout=FEED_EVERY)
+            except concurrent.futures.TimeoutError:
+                self.notifier.watchdog()
 
     # --- events ----------------------------------------------------------------
 
@@ -247,7 +337,12 @@ class Daemon:
             if action == "destroy":
                 self.store.mark_removed(container_id)
             else:
-                info = self.docker.inspect(container_id) if self.docker else None
+                try:
+                    info = self.docker_call(self.docker.inspect, container_id) if self.docker else None
+                except CONNECTION_ERRORS as exc:
+                    # Docker restarting or hung: the cursor stays, so the reconnect sees this event again
+                    self.disconnected(f"inspect of {container_id[:12]} failed: {type(exc).__name__}: {exc}")
+                    return
                 if info is None:
                     self.store.mark_removed(container_id)
                 else:
@@ -432,7 +527,7 @@ class Daemon:
                 try:
                     self.reconcile()
                 except CONNECTION_ERRORS as exc:
-                    self.disconnected(str(exc))
+                    self.disconnected(f"{type(exc).__name__}: {exc}")
         self.notifier.ready()
 
     # --- helpers ---------------------------------------------------------------------
@@ -453,9 +548,12 @@ class Daemon:
 
     def status_line(self) -> str:
         n = self.store.summary()
-        docker = "connected" if self.docker is not None else "disconnected"
+        if self.docker is not None:
+            docker = "Docker connected"
+        else:
+            docker = f"Docker unreachable ({self.docker_error})" if self.docker_error else "connecting to Docker"
         return (f"{n['containers']} containers ({n['running']} running) of {n['users']} users; "
-                f"{n['gpu_running']} running with GPUs; Docker {docker}; "
+                f"{n['gpu_running']} running with GPUs; {docker}; "
                 f"last error: {self.last_error or 'none'}")
 
 

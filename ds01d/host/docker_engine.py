@@ -16,6 +16,11 @@ import docker
 import docker.errors
 import requests.exceptions
 
+#: Seconds any one call may take.  The daemon's calls (ping, list, inspect, update) are quick
+#: on a healthy engine; a hung dockerd must cost the main loop this much, not the watchdog's
+#: patience.  A stop adds its grace period to it (docker-py does so).
+API_TIMEOUT = 5
+
 #: Failures that mean "Docker is not answering", as opposed to "that container is gone".
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     docker.errors.DockerException, requests.exceptions.RequestException, OSError)
@@ -40,7 +45,7 @@ class DockerEvent:
 class DockerAdapter:
     """One Docker engine; `base_url` None means the environment's (DOCKER_HOST or the default socket)."""
 
-    def __init__(self, base_url: str | None = None, timeout: int = 30):
+    def __init__(self, base_url: str | None = None, timeout: int = API_TIMEOUT):
         kwargs: dict[str, Any] = {"timeout": timeout, "version": "auto"}
         if base_url:
             kwargs["base_url"] = base_url

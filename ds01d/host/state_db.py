@@ -291,8 +291,11 @@ class GpuStore:
         rows = self.db.execute("SELECT id, user, units, expires FROM allocations WHERE status='pending'")
         return [(r[0], r[1], tuple(json.loads(r[2])), r[3]) for r in rows]
 
-    def close_allocation(self, allocation_id: int, status: str, container: str | None = None) -> None:
-        self.db.execute("UPDATE allocations SET status=?, container=? WHERE id=?", (status, container, allocation_id))
+    def close_allocation(self, allocation_id: int, status: str, container: str | None = None) -> bool:
+        """Close a pending allocation; False if it was not pending (claimed, expired, unknown)."""
+        cur = self.db.execute("UPDATE allocations SET status=?, container=? WHERE id=? AND status='pending'",
+                              (status, container, allocation_id))
+        return cur.rowcount > 0
 
     def first_warned(self, container: str, rule: str) -> float | None:
         row = self.db.execute("SELECT min(sent) FROM warnings WHERE container=? AND rule=?", (container, rule))

@@ -1,0 +1,130 @@
+"""The arguments of the socket's actions, checked where they come in.
+
+Any local user can send any JSON to the status socket.  Each action's body is turned
+here into a small typed value, or refused with one sentence (HTTP 400), in the socket's
+thread; the main loop only ever sees values that passed.  JSON gives floats, NaN,
+booleans (which Python counts as ints), lists and huge numbers where a count is
+expected: each is refused by name, never coerced.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+MAX_COUNT = 64
+MAX_WAIT_S = 24 * 3600             # an allocation request waits a day at most
+MAX_EXTEND_S = 30 * 24 * 3600      # one extension pushes a stop by a month at most
+MAX_CONTAINER_REF = 128            # Docker names are far shorter; ids are 64 hex digits
+#: Login names as useradd(8) allows them by default (and at most 32 characters).
+USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}[a-z0-9_$-]?")
+
+
+class BadRequest(ValueError):
+    """The request's body is not what the action takes; str(exc) is the one sentence."""
+
+
+@dataclass(frozen=True)
+class AllocateArgs:
+    """`POST /v1/allocate`: for whom, how many units, a whole GPU or not, how long to wait."""
+
+    user: str | None = None
+    count: int = 1
+    full: bool = False
+    wait_s: int | None = None      # None: the config's allocation_wait
+
+
+@dataclass(frozen=True)
+class ReleaseArgs:
+    """`POST /v1/release`: end the hold of a container (name or id prefix)."""
+
+    container: str
+
+
+@dataclass(frozen=True)
+class ExtendArgs:
+    """`POST /v1/extend`: push a container's next stop by `seconds`."""
+
+    container: str
+    seconds: int
+
+
+ActionArgs = Union[AllocateArgs, ReleaseArgs, ExtendArgs]
+
+
+def whole_number(name: str, low: int, high: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise BadRequest(f"{name} must be a whole number from {low} to {high}, not {_kind(value)}")
+        if not low <= value <= high:
+            shown = value if abs(value) < 10**12 else "a number that large"
+            raise BadRequest(f"{name} must be a whole number from {low} to {high}, not {shown}")
+        return value
+    return check
+
+
+def flag(name: str) -> Callable[[Any], bool]:
+    def check(value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise BadRequest(f"{name} must be true or false, not {_kind(value)}")
+        return value
+    return check
+
+
+def user_name(value: Any) -> str:
+    if not isinstance(value, str) or not USER_NAME.fullmatch(value):
+        raise BadRequest("user must be a login name (lower-case letters, digits, '_' and '-', "
+                         "at most 32 characters)")
+    return value
+
+
+def container_ref(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise BadRequest(f"container must be a container's name or id, not {_kind(value)}")
+    if len(value) > MAX_CONTAINER_REF or not value.isprintable():
+        raise BadRequest("container must be a container's name or id (printable, at most "
+                         f"{MAX_CONTAINER_REF} characters)")
+    return value
+
+
+# action -> (the value's type, its fields: name -> (check, required))
+_ACTIONS: dict[str, tuple[type, dict[str, tuple[Callable[[Any], Any], bool]]]] = {
+    "allocate": (AllocateArgs, {"user": (user_name, False),
+                                "count": (whole_number("count", 1, MAX_COUNT), False),
+                                "full": (flag("full"), False),
+                                "wait_s": (whole_number("wait_s", 0, MAX_WAIT_S), False)}),
+    "release": (ReleaseArgs, {"container": (container_ref, True)}),
+    "extend": (ExtendArgs, {"container": (container_ref, True),
+                            "seconds": (whole_number("seconds", 1, MAX_EXTEND_S), True)}),
+}
+ACTIONS = tuple(_ACTIONS)
+
+
+def parse_args(action: str, body: Any) -> ActionArgs:
+    """The checked arguments of `action` from a decoded JSON body; BadRequest if not."""
+    kind, fields = _ACTIONS[action]
+    if not isinstance(body, dict):
+        raise BadRequest(f"the body must be a JSON object, not {_kind(body)}")
+    unknown = sorted(set(body) - set(fields))
+    if unknown:
+        raise BadRequest(f"{action} takes {', '.join(sorted(fields))}; not {unknown[0]!r}"[:200])
+    values = {}
+    for name, (check, required) in fields.items():
+        if body.get(name) is None:
+            if required:
+                raise BadRequest(f"{action} needs {name}")
+            continue
+        values[name] = check(body[name])
+    return kind(**values)
+
+
+def _kind(value: Any) -> str:
+    """What a JSON value is, in words (never the value itself: it may be huge or hostile)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, float):
+        return "a fraction" if value == value and abs(value) != float("inf") else "NaN or infinity"
+    return {int: "a number", str: "a string", list: "a list", dict: "an object"}.get(type(value), "a value")
