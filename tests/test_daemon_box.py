@@ -180,14 +180,29 @@ def test_hostile_names_and_labels(fresh, box, box_cleanup):
         "claims": run(box, box_cleanup, "claims-bobs-slice", "--label", "ds01.user=mallory",
                       "--cgroup-parent", "ds01-students-bob.slice"),
         "dots": run(box, box_cleanup, "a.b-c._.carol"),
+        "root": run(box, box_cleanup, "claims-root", "--label", "ds01.user=root"),
+        "daemon": run(box, box_cleanup, "claims-daemon", "--label", "ds01.user=daemon"),
+        "escapes": run(box, box_cleanup, "escapes", "--label", "ds01.user=\x1b]0;owned\x07",
+                       "--gpus", "device=\x1b[2J"),
     }
     assert fresh.wait_record(ids["escaped"], 1.0)["owner"] == "jean-luc.dupont@lab"
-    assert fresh.wait_record(ids["unicode"], 1.0)["owner"] == "ünïcødé"
+    unicode = fresh.wait_record(ids["unicode"], 1.0)
+    assert unicode["owner"] is None and "not a plausible user name" in unicode["flags"]
     huge = fresh.wait_record(ids["huge"], 1.0)
     assert huge["owner"] is None and "not a plausible user name" in huge["flags"]
     claims = fresh.wait_record(ids["claims"], 1.0, owner="mallory")
     assert "conflicting owners: mallory (label:ds01.user) vs bob" in claims["flags"]
     assert fresh.wait_record(ids["dots"], 1.0)["owner"] == "carol"
+    for who in ("root", "daemon"):  # system accounts own nothing, whatever a label says
+        rec = fresh.wait_record(ids[who], 1.0)
+        assert rec["owner"] is None and f"{who} is a system account" in rec["flags"]
+    fresh.wait_record(ids["escapes"], 1.0)
+    # What people read never carries another user's escape sequences.
+    shown = [box.run(["journalctl", "-u", "ds01d.service", "-o", "cat", "--no-pager"]).stdout,
+             box.run([box.tool("ds01d"), "status"]).stdout,
+             box.run([box.tool("ds01-gpu-status")]).stdout]
+    assert all("\x1b" not in text and "\x07" not in text for text in shown)
+    assert any("\\x1b]0;owned\\x07" in text for text in shown)
     assert box.systemctl_show(r"ds01-students-jean\x2dluc.dupont\x40lab.slice", "ActiveState") == \
         {"ActiveState": "active"}
     assert fresh.show("ActiveState", "NRestarts")["ActiveState"] == "active"

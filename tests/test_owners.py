@@ -109,3 +109,30 @@ def test_gpu_requests(data, expect):
     r = gpu_request(data)
     assert (r.all_gpus, r.device_ids, r.count, r.source) == expect
     assert r.wants_gpu == (expect[3] is not None)
+
+
+@pytest.mark.parametrize("claimed,why", [
+    ("\u0430lice", "not a plausible user name"),          # Cyrillic a: looks like alice, is not
+    ("alice\u200b", "not a plausible user name"),         # zero-width space
+    ("ünïcødé", "not a plausible user name"),
+    ("a" * 33, "not a plausible user name"),              # the escaped slice name must stay short
+    ("-rf", "not a plausible user name"),
+    ("root", "root is a system account"),
+])
+def test_owners_that_are_refused_are_flagged_and_leave_the_container_unowned(claimed, why):
+    got = resolve_owner(inspect(labels={"ds01.user": claimed}))
+    assert got.owner is None and "unowned" in got.flags
+    assert any(why in flag for flag in got.flags), got.flags
+
+
+def test_a_system_account_claim_falls_back_to_the_next_signal():
+    data = inspect(labels={"ds01.user": "www-data"}, mounts=[("bind", "/home/alice/x")])
+    got = resolve_owner(data, system_user=lambda user: user in ("root", "www-data"))
+    assert (got.owner, got.signal) == ("alice", "bind-mount")
+    assert "ignored label:ds01.user: www-data is a system account, which owns no containers" in got.flags
+
+
+@pytest.mark.parametrize("name", ["alice", "jean-luc.dupont@lab", "a" * 32, "_svc", "Bob2"])
+def test_login_and_directory_names_are_owners_and_fit_a_unit_name(name):
+    assert resolve_owner(inspect(labels={"ds01.user": name})).owner == name
+    assert len(user_slice("a-long-group-name", name)) < 255

@@ -17,6 +17,7 @@ from ds01d import __version__
 from ds01d.config import DEFAULT_PATH, ConfigError, load_config
 from ds01d.config.checks import host_problems
 from ds01d.rules.limits import EffectiveLimits, resolve, slice_properties
+from ds01d.rules.safe_text import printable
 from ds01d.cli.limits_report import render_docker_args, render_text, to_json
 from ds01d.host.unix_groups import is_local_user, unix_group_members
 
@@ -132,7 +133,7 @@ def cmd_usage(args: argparse.Namespace) -> int:
     for u in users:
         total = u["busy_gpu_seconds"] + u["idle_gpu_seconds"] + u["unknown_gpu_seconds"]
         idle_pct = f"{100 * u['idle_gpu_seconds'] / total:.0f}%" if total else "-"
-        print(f"{u['user']:<20} {u['containers']:>10} {u['busy_gpu_seconds'] / 3600:>9.2f} "
+        print(f"{printable(u['user']):<20} {u['containers']:>10} {u['busy_gpu_seconds'] / 3600:>9.2f} "
               f"{u['idle_gpu_seconds'] / 3600:>9.2f} {u['unknown_gpu_seconds'] / 3600:>9.2f} {idle_pct:>7}")
     if not users:
         print("(no GPU use recorded)")

@@ -7,6 +7,8 @@ import json
 import socket
 from typing import Any
 
+from ds01d.rules.safe_text import printable_tree
+
 
 class DaemonDown(Exception):
     """Nothing answers on the socket: ds01d is not running (or the path is wrong)."""
@@ -26,14 +28,17 @@ class _UnixConnection(http.client.HTTPConnection):
 
 def call(socket_path: str, method: str, path: str, body: dict[str, Any] | None = None,
          timeout: float = 15.0) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, JSON body) of one request; DaemonDown when nobody answers."""
+    """(HTTP status, JSON body) of one request; DaemonDown when nobody answers.
+
+    Every string of the answer is made printable here, the one door through which the
+    daemon's text reaches a terminal: names and labels are other users' words."""
     conn = _UnixConnection(socket_path, timeout)
     try:
         data = json.dumps(body).encode() if body is not None else None
         headers = {"Content-Type": "application/json"} if data is not None else {}
         conn.request(method, path, body=data, headers=headers)
         response = conn.getresponse()
-        return response.status, json.loads(response.read() or b"{}")
+        return response.status, printable_tree(json.loads(response.read() or b"{}"))
     except (FileNotFoundError, ConnectionRefusedError) as exc:
         raise DaemonDown(f"ds01d is not running (nothing answers on {socket_path})") from exc
     except PermissionError as exc:

@@ -54,7 +54,7 @@ from ds01d.host.nvml import Nvml
 from ds01d.host.sd_notify import Notifier
 from ds01d.host.slices import SystemdSlices
 from ds01d.host.state_db import Store
-from ds01d.host.unix_groups import is_local_user, unix_group_members
+from ds01d.host.unix_groups import is_local_user, is_system_user, unix_group_members
 from ds01d.rules.container_facts import build_record
 from ds01d.rules.enforcement import Action, excess_running, max_containers_reason, outside_slice_action, unowned_action
 from ds01d.rules.gpu_units import gpu_equivalents
@@ -353,7 +353,8 @@ class Daemon:
 
     def observe(self, info: dict[str, Any], trigger: str) -> None:
         """Record one container as Docker shows it now, then apply the rules to it."""
-        record, limits = build_record(info, self.config, self.today(), self.unix_members(), is_local_user)
+        record, limits = build_record(info, self.config, self.today(), self.unix_members(), is_local_user,
+                                      is_system_user)
         previous = self.store.container(record.id)
         self.store.upsert_container(record, self.clock())
         if previous is None or (previous.owner, previous.kind, previous.flags) != \

@@ -14,6 +14,7 @@ import time
 from typing import Any, Callable, Protocol
 
 from ds01d.host.state_db import Store
+from ds01d.rules.safe_text import printable
 
 JournalSend = Callable[..., None]
 
@@ -48,6 +49,8 @@ class DecisionLog:
                            ("DS01_GROUP", group), ("DS01_SLICE", slice_name)):
             if value:
                 fields[key] = value
-        self.send(f"{action} {subject}: {reason}", **fields)
+        # The journal is read on admins' terminals: no raw escape sequence from a name or label.
+        shown = {k: printable(v) if isinstance(v, str) else v for k, v in fields.items()}
+        self.send(printable(f"{action} {subject}: {reason}"), **shown)
         self.store.add_audit(self.clock(), action, reason, user=user, container=container, container_name=name,
                              group=group, slice_name=slice_name, details=details)

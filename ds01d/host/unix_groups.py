@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import grp
 import pwd
+import re
+from functools import lru_cache
 from typing import Iterable
+
+LOGIN_DEFS = "/etc/login.defs"
 
 
 def unix_group_members(names: Iterable[str]) -> dict[str, frozenset[str]]:
@@ -34,3 +38,25 @@ def is_local_user(user: str) -> bool:
     except KeyError:
         return False
     return True
+
+
+def is_system_user(user: str) -> bool:
+    """root, and local accounts below UID_MIN (daemons, nobody): never the owner of a container."""
+    if user == "root":
+        return True
+    try:
+        uid = pwd.getpwnam(user).pw_uid
+    except KeyError:
+        return False
+    return uid < uid_min() or uid == 65534
+
+
+@lru_cache(maxsize=1)
+def uid_min(path: str = LOGIN_DEFS) -> int:
+    """UID_MIN of login.defs: the first uid useradd gives a person (1000 when unset)."""
+    try:
+        text = open(path, encoding="utf-8", errors="replace").read()
+    except OSError:
+        return 1000
+    m = re.search(r"^\s*UID_MIN\s+(\d+)", text, re.MULTILINE)
+    return int(m.group(1)) if m else 1000

@@ -31,10 +31,11 @@ def docker_time(text: str | None) -> float | None:
 
 
 def build_record(inspect: Mapping[str, Any], config: Config, today: dt.date, unix: UnixMembers,
-                 known_user: Callable[[str], bool] | None = None
+                 known_user: Callable[[str], bool] | None = None,
+                 system_user: Callable[[str], bool] = lambda user: user == "root"
                  ) -> tuple[ContainerRecord, EffectiveLimits | None]:
     """The record of one container and, when it has an owner, the owner's limits."""
-    ownership = resolve_owner(inspect, known_user)
+    ownership = resolve_owner(inspect, known_user, system_user)
     limits = resolve(config, ownership.owner, today, unix) if ownership.owner else None
     state = inspect.get("State") or {}
     record = ContainerRecord(

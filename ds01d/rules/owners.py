@@ -56,14 +56,20 @@ def slice_owner(cgroup_parent: str) -> tuple[str, str] | None:
     return unescape_unit_part(parts[1]), unescape_unit_part(parts[2])
 
 
-def plausible_user(name: str | None) -> bool:
-    """Whether a claimed owner can be a login name: short, printable, no slash or space.
+#: What an owner's name may be: a login name as POSIX and useradd(8) allow, plus the '.' and
+#: '@' of directory-service names; ASCII only, so a look-alike ("аlice" with a Cyrillic a)
+#: cannot pass for another user, and at most 32 characters (the utmp limit), so that the
+#: escaped `ds01-<group>-<user>.slice` stays far below systemd's 255.
+USER_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._@-]{0,31}")
 
-    Labels are free text anyone can set; a 10 kB or multi-line "user" must not
-    become a slice name or a journal field that breaks a reader.
+
+def plausible_user(name: str | None) -> bool:
+    """Whether a claimed owner can be a login name (see USER_NAME).
+
+    Labels are free text anyone can set; a 10 kB, multi-line or look-alike "user" must
+    not become an owner, a slice name or a journal field that breaks a reader.
     """
-    return bool(name) and len(name) <= 128 and name.isprintable() and not any(
-        c in name for c in "/ \t") and name not in (".", "..")
+    return bool(name) and USER_NAME.fullmatch(name) is not None
 
 
 def _home_user(path: str | None) -> str | None:
@@ -97,11 +103,18 @@ def _signal_users(inspect: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(signal, user) for signal, user in found if user]
 
 
-def _split_plausible(claims: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
-    good = [(s, u) for s, u in claims if plausible_user(u)]
-    bad = tuple(f"ignored {s}: not a plausible user name ({u[:32]!r}{'...' if len(u) > 32 else ''})"
-                for s, u in claims if not plausible_user(u))
-    return good, bad
+def _split_plausible(claims: list[tuple[str, str]], system: Callable[[str], bool]
+                     ) -> tuple[list[tuple[str, str]], tuple[str, ...]]:
+    """Claims that can name an owner, and a flag for each that cannot (shown, never trusted)."""
+    good, bad = [], []
+    for signal, user in claims:
+        if not plausible_user(user):
+            bad.append(f"ignored {signal}: not a plausible user name ({user[:32]!r}{'...' if len(user) > 32 else ''})")
+        elif system(user):
+            bad.append(f"ignored {signal}: {user} is a system account, which owns no containers")
+        else:
+            good.append((signal, user))
+    return good, tuple(bad)
 
 
 def container_kind(labels: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
@@ -117,13 +130,16 @@ def container_kind(labels: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
     return "docker", flags
 
 
-def resolve_owner(inspect: Mapping[str, Any], known_user: Callable[[str], bool] | None = None) -> Ownership:
+def resolve_owner(inspect: Mapping[str, Any], known_user: Callable[[str], bool] | None = None,
+                  system_user: Callable[[str], bool] = lambda user: user == "root") -> Ownership:
     """The owner and kind of one container.
 
     `known_user`, when given, marks owners that are not accounts on this host;
     they are still recorded (the label said so) but flagged for an admin.
+    `system_user` says which names are system accounts (root, daemons): a claim of one
+    is flagged and ignored, so nobody's container runs on root's account or slice.
     """
-    claims, bad = _split_plausible(_signal_users(inspect))
+    claims, bad = _split_plausible(_signal_users(inspect), system_user)
     kind, flags = container_kind(_labels(inspect))
     flags += bad
     if not claims:
