@@ -19,19 +19,44 @@ from ds01d.config import DEFAULT_PATH
 USAGE = "usage: ds01 run [--gpus N] [--wait DURATION] [docker run arguments...] IMAGE [COMMAND...]"
 
 
+#: `docker run` options (20.10) that take no value; every other option takes one (as
+#: `--opt value`, `--opt=value`, or `-xVALUE` for a short one).
+BOOL_LONG = frozenset({"--detach", "--interactive", "--tty", "--rm", "--privileged", "--init", "--read-only",
+                       "--publish-all", "--no-healthcheck", "--oom-kill-disable", "--sig-proxy",
+                       "--disable-content-trust", "--quiet", "--help"})
+BOOL_SHORT = frozenset("ditPq")
+
+
+def _takes_value(arg: str) -> bool:
+    """Whether option `arg` consumes the next argument as its value."""
+    if arg.startswith("--"):
+        return "=" not in arg and arg not in BOOL_LONG
+    letters = arg[1:]
+    for n, letter in enumerate(letters):
+        if letter not in BOOL_SHORT:
+            return n == len(letters) - 1   # `-e X` takes the next; `-eX=1` carries its value
+    return False
+
+
 def split_gpus(argv: list[str]) -> tuple[str | None, list[str]]:
-    """The value of the first --gpus (as `--gpus X` or `--gpus=X`) before the image, and the rest."""
+    """The value of the first --gpus (as `--gpus X` or `--gpus=X`) among docker run's options,
+    and the rest.  Only options count: from the image on, every argument is the container's
+    own command line (`ds01 run img python train.py --gpus 4` is train.py's --gpus)."""
     rest, gpus, i = [], None, 0
     while i < len(argv):
         arg = argv[i]
+        if arg == "--" or not arg.startswith("-") or arg == "-":
+            rest.extend(argv[i:])       # the image, and after it the command
+            break
         if gpus is None and arg == "--gpus" and i + 1 < len(argv):
             gpus, i = argv[i + 1], i + 2
             continue
         if gpus is None and arg.startswith("--gpus="):
             gpus, i = arg.split("=", 1)[1], i + 1
             continue
-        rest.append(arg)
-        i += 1
+        width = 2 if _takes_value(arg) else 1
+        rest.extend(argv[i:i + width])
+        i += width
     return gpus, rest
 
 
