@@ -164,16 +164,19 @@ def test_reservation_window_keeps_others_off_and_ends_on_time(env, box, box_clea
 @pytest.mark.cgroup_v2
 def test_ds01_run_lands_in_the_slice_on_the_allocated_device(env, box, box_cleanup):
     name = box_cleanup("via-ds01-run")
-    out = box.run([box.tool("ds01"), "run", "--gpus", "1", "-d", "--name", name, "busybox:local", "sleep", "600"],
-                  env={"PATH": f"{Path(box.tool('ds01d')).parent}:/usr/local/bin:/usr/bin:/bin"})
-    assert "ds01 run: GPU" in out.stderr and "for root, in ds01-students-root.slice" in out.stderr
+    docker_gid = box.run(["getent", "group", "docker"]).stdout.split(":")[2]
+    # As alice in the docker group: root is a system account and owns no containers.
+    out = box.run(["setpriv", f"--reuid={ALICE}", f"--regid={ALICE}", f"--groups={docker_gid}",
+                   box.tool("ds01"), "run", "--gpus", "1", "-d", "--name", name, "busybox:local", "sleep", "600"],
+                  env={"PATH": f"{Path(box.tool('ds01d')).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp"})
+    assert "ds01 run: GPU" in out.stderr and "for alice, in ds01-students-alice.slice" in out.stderr
     info = json.loads(box.docker("inspect", name).stdout)[0]
-    assert info["HostConfig"]["CgroupParent"] == "ds01-students-root.slice"
-    assert info["Config"]["Labels"]["ds01.user"] == "root"
+    assert info["HostConfig"]["CgroupParent"] == "ds01-students-alice.slice"
+    assert info["Config"]["Labels"]["ds01.user"] == "alice"
     assert info["Config"]["Labels"]["ds01.container_type"] == "ds01"
     device_ids = info["HostConfig"]["DeviceRequests"][0]["DeviceIDs"]
-    claimed = env.wait_decision(DS01_USER="root", DS01_ACTION="allocate")
+    claimed = env.wait_decision(DS01_USER="alice", DS01_ACTION="allocate")
     assert json.loads(box.docker("inspect", "-f", "{{json .State.Running}}", name).stdout)
     assert len(device_ids) == 1 and device_ids[0] in (mig_uuid(1, 0), mig_uuid(1, 1), gpu_uuid(0))
-    rec = env.wait_record(info["Id"], 5.0, owner="root", kind="ds01")
+    rec = env.wait_record(info["Id"], 5.0, owner="alice", kind="ds01")
     assert rec["owner_signal"] == "label:ds01.user" and claimed
