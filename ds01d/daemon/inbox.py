@@ -29,6 +29,3 @@ class Inbox:
     def get(self, timeout: float) -> object:
         """The most urgent item; raises queue.Empty when none arrives within `timeout`."""
         return self._queue.get(timeout=timeout)[2]
-
-    def qsize(self) -> int:
-        return self._queue.qsize()

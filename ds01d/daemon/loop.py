@@ -178,19 +178,22 @@ class Daemon:
                 self.step("serving the wait queue", lambda: self.allocations.serve_waiters(self.host()))
                 self.dirty = True
             if self.dirty and time.monotonic() >= self.next_publish:
-                self.publish_safely()
+                self.step("status view", self.publish)  # a broken view must not take enforcement down
             if time.monotonic() >= self.next_status:
                 self.next_status = time.monotonic() + STATUS_EVERY
                 self.notifier.status(self.status_line())
             self.drain(TICK)
 
-    def step(self, what: str, action: Callable[[], object]) -> None:
-        """A periodic step that fails is journalled and counted; the next tick tries again."""
+    def step(self, what: str, action: Callable[[], object]) -> bool:
+        """Run one item's handling or one periodic step; if it raises, journal and count it
+        and go on (False).  The one place the loop contains a failure."""
         try:
             action()
         except Exception as exc:
             self.item_failures += 1
             self.error(f"{what} failed: {type(exc).__name__}: {exc}")
+            return False
+        return True
 
     def drain(self, timeout: float) -> None:
         """Handle what arrives within `timeout`, then return so the loop can ping the watchdog."""
@@ -205,13 +208,9 @@ class Daemon:
     def handle(self, item: object) -> None:
         """Handle one item; whatever goes wrong with it is journalled and the loop goes on."""
         self.dirty = True
-        try:
-            self.dispatch(item)
-        except Exception as exc:
-            self.item_failures += 1
-            self.error(f"handling {describe(item)} failed: {type(exc).__name__}: {exc}")
-            if isinstance(item, AdminRequest):
-                deliver(item.reply, (500, {"error": "ds01d could not carry that out; the journal says why"}))
+        handled = self.step(f"handling {describe(item)}", lambda: self.dispatch(item))
+        if not handled and isinstance(item, AdminRequest):
+            deliver(item.reply, (500, {"error": "ds01d could not carry that out; the journal says why"}))
 
     def dispatch(self, item: object) -> None:
         if isinstance(item, AdminRequest):
@@ -434,12 +433,10 @@ class Daemon:
         interval = self.config.daemon.sampling_interval
         self.next_pass = time.monotonic() + interval
         self._limits.clear()  # Unix groups and override expiry may have moved since the last pass
-        try:
+        self.step("sampling pass", lambda: (
             self.gpus.run_pass(self.store.live_containers(), self.limits_for, self.config.policies, interval,
-                               self.actuator)
-            self.allocations.expire(self.clock())
-        except Exception as exc:  # one bad pass must not take the daemon down; the journal says why
-            self.error(f"sampling pass failed: {type(exc).__name__}: {exc}")
+                               self.actuator),
+            self.allocations.expire(self.clock())))
         self.last_alive = self.clock()
         self.store.set_meta("last_alive", repr(self.last_alive))
         self.dirty = True
@@ -459,12 +456,6 @@ class Daemon:
             self.error(f"status socket {self.config.daemon.socket_path}: {exc}; ds01-gpu-status will not work")
             return
         self.server.start()
-
-    def publish_safely(self) -> None:
-        try:
-            self.publish()
-        except Exception as exc:  # a broken status view must not take enforcement down with it
-            self.error(f"status view failed: {type(exc).__name__}: {exc}")
 
     def publish(self) -> None:
         """A fresh StatusView for the socket's readers (at most twice a second)."""
