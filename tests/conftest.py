@@ -7,6 +7,7 @@ tests are skipped with the reason; in CI everything is there, so they run.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +20,8 @@ if str(REPO) not in sys.path:  # `pytest` (not `python -m pytest`) leaves the re
 
 from tests.box import Box, ContainerTracker, missing_requirements  # noqa: E402
 
-SESSION_BOX = "pytest"
+#: The session box's name; set DS01_TEST_BOX to run two checkouts' suites side by side.
+SESSION_BOX = os.environ.get("DS01_TEST_BOX", "pytest")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
