@@ -180,3 +180,16 @@ def test_ds01_run_lands_in_the_slice_on_the_allocated_device(env, box, box_clean
     assert len(device_ids) == 1 and device_ids[0] in (mig_uuid(1, 0), mig_uuid(1, 1), gpu_uuid(0))
     rec = env.wait_record(info["Id"], 5.0, owner="alice", kind="ds01")
     assert rec["owner_signal"] == "label:ds01.user" and claimed
+
+
+def test_root_and_system_accounts_get_no_allocation(env, box):
+    """Their containers are never theirs (flagged, unowned), so an allocation for them could never
+    be claimed and would only keep a device from everyone: refused with the way out."""
+    cursor = box.journal_cursor()
+    own = box.run([box.tool("ds01d"), "allocate", "--wait", "0s"], check=False)
+    assert own.returncode == 1
+    assert "root is a system account and owns no containers" in own.stderr
+    assert "ds01d allocate --user NAME" in own.stderr and "Traceback" not in own.stderr
+    daemon = box.run([box.tool("ds01d"), "allocate", "--user", "daemon", "--wait", "0s"], check=False)
+    assert daemon.returncode == 1 and "daemon is a system account" in daemon.stderr
+    assert not box.journal("DS01_ACTION=allocate", since_cursor=cursor)

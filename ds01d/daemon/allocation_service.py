@@ -55,9 +55,10 @@ class Waiter:
 
 
 class Allocations:
-    def __init__(self, gpu: GpuStore, log: DecisionLog):
+    def __init__(self, gpu: GpuStore, log: DecisionLog, is_system_user: Callable[[str], bool]):
         self.gpu = gpu
         self.log = log
+        self.is_system_user = is_system_user
         self.waiters: list[Waiter] = []
         self._arrivals = itertools.count()
 
@@ -108,6 +109,13 @@ class Allocations:
         user = args.user or caller.user
         if user != caller.user and not caller.admin:
             deliver(reply, (403, {"error": f"{caller.user} may allocate only for themselves"}))
+            return
+        if self.is_system_user(user):
+            # A system account owns no container (its label is flagged and ignored), so its
+            # allocation could never be claimed: it would only keep a device from everyone.
+            deliver(reply, (403, {"error": f"{user} is a system account and owns no containers under ds01d; "
+                                           "allocate for the person who will run the container "
+                                           "(ds01d allocate --user NAME), or run ds01 run as them"}))
             return
         wait = host.config.policies.allocation_wait if args.wait_s is None else args.wait_s
         loads = self.loads(host)

@@ -129,7 +129,7 @@ class Daemon:
         self._unix: tuple[float, dict[str, frozenset[str]]] | None = None
         self._limits: dict[str | None, EffectiveLimits] = {}
         self.gpus = GpuWatch(self.store, clock, nvml_open)
-        self.allocations = Allocations(self.gpus.gpu, self.log)
+        self.allocations = Allocations(self.gpus.gpu, self.log, is_system_user)
         self.admin_actions = AdminActions(self)
         self.next_pass = 0.0
         self.next_status = 0.0
