@@ -43,6 +43,8 @@ class Service:
             "[Service]",
             "ExecStart=",
             f"ExecStart={self.box.tool('ds01d')} run --config {self.config_path}",
+            "ExecReload=",
+            f"ExecReload={self.box.tool('ds01d')} reload --config {self.config_path}",
             f"WatchdogSec={WATCHDOG_SEC}s",
             "StateDirectory=",
             f"ReadWritePaths={self.dir}",

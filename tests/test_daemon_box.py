@@ -138,14 +138,33 @@ def test_slice_limits_and_live_reload(fresh, box, box_cleanup):
 
 
 def test_reload_with_broken_yaml_keeps_the_old_config(fresh, box):
+    """The refusal reaches the admin where they typed: `systemctl reload` fails, and
+    `systemctl status` shows why; a good reload afterwards clears it from STATUS=."""
     fresh.write_config(CONFIG + "defaults: [\n")
-    box.run(["systemctl", "reload", "ds01d.service"])
+    refused = box.run(["systemctl", "reload", "ds01d.service"], check=False)
+    assert refused.returncode != 0 and "ds01d.service" in refused.stderr
     entry = fresh.wait_decision(DS01_ACTION="reload-refused")
     assert f"{fresh.config_path}:" in entry["DS01_REASON"]
     assert "bad YAML" in entry["DS01_REASON"] or "duplicate key" in entry["DS01_REASON"]
+    status = box.run(["systemctl", "status", "--no-pager", "-n", "20", "ds01d.service"], check=False).stdout
+    assert f"ds01d reload: reload refused: {fresh.config_path}:" in status
+    assert "the running config stays in force" in status
     assert fresh.show("ActiveState")["ActiveState"] == "active"
     box.wait_until(lambda: "reload refused" in fresh.show("StatusText")["StatusText"], 3.0,
                    what="the refusal in the status line")
+
+    fresh.write_config(CONFIG)
+    box.run(["systemctl", "reload", "ds01d.service"])
+    box.wait_until(lambda: "reload refused" not in fresh.show("StatusText")["StatusText"], 3.0,
+                   what="a good reload clearing the refusal")
+
+
+def test_only_admins_reload(fresh, box):
+    box.add_user("mallory", 2099)
+    out = box.run_as(2099, [box.tool("ds01d"), "reload", "--config", str(fresh.config_path)], check=False)
+    assert out.returncode == 1 and "mallory may not reload ds01d" in out.stderr
+    ok = box.run([box.tool("ds01d"), "reload", "--config", str(fresh.config_path)])
+    assert ok.stdout.startswith(f"ds01d: applied {fresh.config_path}")
 
 
 def test_containers_beyond_max_are_stopped(fresh, box, box_cleanup):

@@ -12,6 +12,7 @@ from ds01d.daemon.request_args import (
     ACTIONS,
     MAX_WAIT_S,
     AllocateArgs,
+    ReloadArgs,
     BadRequest,
     ExtendArgs,
     ReleaseArgs,
@@ -87,4 +88,10 @@ def test_any_json_is_a_typed_value_or_one_sentence(action, body):
     except BadRequest as exc:
         assert str(exc) and "\n" not in str(exc) and len(str(exc)) <= 200
     else:
-        assert isinstance(value, (AllocateArgs, ReleaseArgs, ExtendArgs))
+        assert isinstance(value, (AllocateArgs, ReleaseArgs, ExtendArgs, ReloadArgs))
+
+
+def test_reload_takes_no_arguments():
+    assert parse_args("reload", {}) == ReloadArgs()
+    with pytest.raises(BadRequest, match="reload takes no arguments; not 'path'"):
+        parse_args("reload", {"path": "/etc/shadow"})

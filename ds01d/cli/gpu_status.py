@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Sequence
 
+import yaml
+
 from ds01d.config import DEFAULT_PATH, DaemonSettings
 from ds01d.cli.status_client import DaemonDown, call
 from ds01d.cli.status_render import render
@@ -23,12 +25,22 @@ EXIT_DAEMON_DOWN = 2
 
 
 def socket_path(config_path: str) -> str:
-    """The socket named in the config, or the default when this user cannot read the config."""
+    """The socket named in the config, or the default when this user cannot read the config.
+
+    A file the daemon would refuse (`ds01d reload` right after a bad edit) still names the
+    socket the running daemon listens on, so `daemon.socket_path` is read from it as it stands."""
     from ds01d.config import ConfigError, load_config
     try:
         return load_config(config_path).daemon.socket_path
     except ConfigError:
-        return DaemonSettings().socket_path
+        pass
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+        named = raw["daemon"]["socket_path"]
+    except (OSError, ValueError, yaml.YAMLError, TypeError, KeyError):
+        named = None
+    return named if isinstance(named, str) and named.startswith("/") else DaemonSettings().socket_path
 
 
 def parser() -> argparse.ArgumentParser:

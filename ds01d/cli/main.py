@@ -22,6 +22,8 @@ from ds01d.cli.limits_report import render_docker_args, render_text, to_json
 from ds01d.host.unix_groups import is_local_user, unix_group_members
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
+#: A reload reconciles every container with Docker; systemd's own limit (TimeoutStartSec) is 120 s.
+RELOAD_TIMEOUT = 110.0
 
 
 def today_utc() -> dt.date:
@@ -203,6 +205,17 @@ def cmd_extend(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_reload(args: argparse.Namespace) -> int:
+    """What `systemctl reload ds01d` runs: the daemon applies the file now, and a refusal
+    fails this command, so the admin sees it where they typed (and in `systemctl status`)."""
+    doc = _ask(args, "reload", "POST", "/v1/reload", {}, timeout=RELOAD_TIMEOUT)
+    if isinstance(doc, int):
+        return doc
+    later = f"; {' and '.join(doc['restart_needed'])} change only on restart" if doc["restart_needed"] else ""
+    print(f"ds01d: applied {doc['applied']}{later}")
+    return EXIT_OK
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from ds01d.cli.doctor import main as doctor
     return doctor(args.config)
@@ -285,6 +298,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--config", default=DEFAULT_PATH, metavar="PATH", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_allocate)
+
+    p = sub.add_parser("reload", help="apply the config file now; exit 1 with the reason if it is refused "
+                                      "(what `systemctl reload ds01d` runs)")
+    p.add_argument("--config", default=DEFAULT_PATH, metavar="PATH", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_reload)
 
     p = sub.add_parser("status", help="everything ds01d tracks, with the audit trail (admins)")
     p.add_argument("--json", action="store_true", help="machine-readable output")

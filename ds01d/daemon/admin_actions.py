@@ -16,7 +16,8 @@ from ds01d.config.quantities import format_duration
 from ds01d.daemon.allocation_service import Allocations, Host
 from ds01d.daemon.gpu_watch import GpuWatch
 from ds01d.daemon.status_model import Caller, iso
-from ds01d.daemon.request_args import ExtendArgs, ReleaseArgs
+from ds01d.daemon.reload import ReloadOutcome
+from ds01d.daemon.request_args import ExtendArgs, ReleaseArgs, ReloadArgs
 from ds01d.daemon.status_server import AdminRequest, deliver
 from ds01d.host.decision_log import DecisionLog
 from ds01d.host.state_db import Store
@@ -38,6 +39,7 @@ class DaemonState(Protocol):
 
     def limits_for(self, owner: str | None) -> EffectiveLimits: ...
     def host(self) -> Host: ...
+    def reload(self) -> ReloadOutcome: ...
 
 
 class AdminActions:
@@ -57,6 +59,8 @@ class AdminActions:
                 result = self.release(request.args, request.caller)
             elif isinstance(request.args, ExtendArgs):
                 result = self.extend(request.args, request.caller)
+            elif isinstance(request.args, ReloadArgs):
+                result = self.reload(request.caller)
             else:
                 result = (404, {"error": f"no such action {request.action}"})
         except Exception as exc:  # the caller gets the error; the daemon goes on
@@ -112,3 +116,15 @@ class AdminActions:
                                f"by {caller.user}", user=rec.owner, container=rec.id, name=rec.name,
                      group=rec.group, slice_name=rec.slice, details={"by": caller.user, "seconds": seconds})
         return 200, {"container": rec.name, "rule": deadline.rule, "stop_at": iso(new_at), "by": caller.user}
+
+    def reload(self, caller: Caller) -> Answer:
+        """Apply the config file now and say how it went: what `systemctl reload` runs
+        (ExecReload), so a refused file fails the command the admin typed."""
+        d = self.daemon
+        if not caller.admin:
+            return 403, {"error": f"{caller.user} may not reload ds01d; root and members of "
+                                  f"{d.config.daemon.admin_group or 'no admin group'} may"}
+        outcome = d.reload()
+        if outcome.config is None:
+            return 409, {"error": f"{outcome.refused}; the running config stays in force"}
+        return 200, {"applied": outcome.config.path, "restart_needed": list(outcome.restart_needed)}

@@ -44,7 +44,7 @@ from ds01d.daemon.allocation_service import Allocations, Host
 from ds01d.daemon.docker_connector import Connected, DockerConnector, Unreachable
 from ds01d.daemon.inbox import EVENTS, REQUESTS, RESULTS, Inbox
 from ds01d.daemon.gpu_watch import GpuWatch
-from ds01d.daemon.reload import load_checked_config, reload_config
+from ds01d.daemon.reload import ReloadOutcome, load_checked_config, reload_config
 from ds01d.daemon.slice_keeper import SliceKeeper
 from ds01d.daemon.status_model import Hold, StatusView, iso
 from ds01d.daemon.status_server import AbandonedGrant, AdminRequest, StatusApp, StatusServer, deliver
@@ -123,6 +123,7 @@ class Daemon:
         self.stop_requested = False
         self.reload_requested = False
         self.last_error: str | None = None
+        self.reload_refused: str | None = None  # until a reload succeeds: the running config is not the file
         self.slice_keeper = SliceKeeper(slices_factory, self.log, self.error)
         self.actuator = Actuator(lambda: self.config, self.log, docker_factory, lambda: self.docker,
                                  self.events.put, self.error)
@@ -503,14 +504,14 @@ class Daemon:
 
     # --- reload --------------------------------------------------------------------
 
-    def reload(self) -> None:
+    def reload(self) -> ReloadOutcome:
+        """Apply the config file again (SIGHUP, or `ds01d reload` through the socket)."""
         self.reload_requested = False
         self.next_status = 0.0
         self.notifier.reloading()
         outcome = reload_config(self.config, self.today(), self.log)
-        if outcome.config is None:
-            self.last_error = outcome.refused
-        else:
+        self.reload_refused = outcome.refused
+        if outcome.config is not None:
             self.config = outcome.config
             self._unix = None
             self._limits.clear()
@@ -521,6 +522,7 @@ class Daemon:
                 except CONNECTION_ERRORS as exc:
                     self.disconnected(f"{type(exc).__name__}: {exc}")
         self.notifier.ready()
+        return outcome
 
     # --- helpers ---------------------------------------------------------------------
 
@@ -544,8 +546,10 @@ class Daemon:
             docker = "Docker connected"
         else:
             docker = f"Docker unreachable ({self.docker_error})" if self.docker_error else "connecting to Docker"
+        refused = f"{self.reload_refused} (the running config is older than the file); " \
+            if self.reload_refused else ""
         return (f"{n['containers']} containers ({n['running']} running) of {n['users']} users; "
-                f"{n['gpu_running']} running with GPUs; {docker}; "
+                f"{n['gpu_running']} running with GPUs; {docker}; {refused}"
                 f"last error: {self.last_error or 'none'}")
 
 

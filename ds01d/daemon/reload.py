@@ -23,6 +23,7 @@ class ReloadOutcome:
 
     config: Config | None       # None: keep the running config
     refused: str | None = None  # the first problem, for the STATUS= line
+    restart_needed: tuple[str, ...] = ()   # changed keys that only a restart applies
 
 
 def load_checked_config(path: str, today: dt.date) -> Config:
@@ -43,9 +44,10 @@ def reload_config(running: Config, today: dt.date, log: DecisionLog) -> ReloadOu
         reason = "; ".join(str(p) for p in exc.problems)
         log.record("reload-refused", f"kept the running config: {reason}", priority=syslog.LOG_ERR)
         return ReloadOutcome(None, f"reload refused: {exc.problems[0]}")
-    if (config.daemon.state_dir, config.daemon.socket_path) != \
-            (running.daemon.state_dir, running.daemon.socket_path):
-        log.record("reload-partial", "state_dir and socket_path change only on restart",
+    later = tuple(key for key in ("state_dir", "socket_path")
+                  if getattr(config.daemon, key) != getattr(running.daemon, key))
+    if later:
+        log.record("reload-partial", f"{' and '.join(later)} change only on restart",
                    priority=syslog.LOG_WARNING)
     log.record("reload", f"applied {config.path}")
-    return ReloadOutcome(config)
+    return ReloadOutcome(config, restart_needed=later)

@@ -50,7 +50,12 @@ class ExtendArgs:
     seconds: int
 
 
-ActionArgs = Union[AllocateArgs, ReleaseArgs, ExtendArgs]
+@dataclass(frozen=True)
+class ReloadArgs:
+    """`POST /v1/reload`: read the config file again (root and admins; what ExecReload runs)."""
+
+
+ActionArgs = Union[AllocateArgs, ReleaseArgs, ExtendArgs, ReloadArgs]
 
 
 def whole_number(name: str, low: int, high: int) -> Callable[[Any], int]:
@@ -97,6 +102,7 @@ _ACTIONS: dict[str, tuple[type, dict[str, tuple[Callable[[Any], Any], bool]]]] =
     "release": (ReleaseArgs, {"container": (container_ref, True)}),
     "extend": (ExtendArgs, {"container": (container_ref, True),
                             "seconds": (whole_number("seconds", 1, MAX_EXTEND_S), True)}),
+    "reload": (ReloadArgs, {}),
 }
 ACTIONS = tuple(_ACTIONS)
 
@@ -108,7 +114,8 @@ def parse_args(action: str, body: Any) -> ActionArgs:
         raise BadRequest(f"the body must be a JSON object, not {_kind(body)}")
     unknown = sorted(set(body) - set(fields))
     if unknown:
-        raise BadRequest(f"{action} takes {', '.join(sorted(fields))}; not {unknown[0]!r}"[:200])
+        takes = ", ".join(sorted(fields)) or "no arguments"
+        raise BadRequest(f"{action} takes {takes}; not {unknown[0]!r}"[:200])
     values = {}
     for name, (check, required) in fields.items():
         if body.get(name) is None:
