@@ -34,10 +34,15 @@ def test_round_trip_and_reopen(tmp_path):
     assert again.live_ids() == {"c1", "c2"}
 
 
-def test_newer_schema_is_refused(tmp_path):
+def test_newer_schema_is_left_alone_and_ds01d_goes_on_in_memory(tmp_path):
     path = str(tmp_path / "state.db")
     db = sqlite3.connect(path)
     db.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
     db.close()
-    with pytest.raises(StateError, match="newer than this ds01d"):
-        Store(path)
+    store = Store(path)
+    assert store.file.trouble and "newer than this ds01d" in store.file.trouble
+    store.upsert_container(REC, now=1.0)
+    assert store.container("c1") == REC
+    assert not store.file.try_restore()     # never overwrites a newer ds01d's file
+    assert sqlite3.connect(path).execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+    assert any("upgrade ds01d" in message for message, bad in store.file.told if bad)

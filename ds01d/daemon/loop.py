@@ -65,6 +65,7 @@ TICK = 0.2
 STATUS_EVERY = 1.0            # seconds between STATUS= refreshes (a query over every container)
 FEED_EVERY = 0.5              # seconds between watchdog pings while a Docker call is under way
 UNIX_CACHE_SECONDS = 60.0
+RESTORE_EVERY = 10.0          # seconds between attempts to write an in-memory state back to disk
 #: Event actions that say nothing about a container's owner, limits or state.
 _QUIET_ACTIONS = frozenset({"exec_create", "exec_start", "exec_die", "exec_detach", "attach", "detach", "resize",
                             "top", "commit", "copy", "export", "archive-path", "extract-to-dir",
@@ -112,6 +113,10 @@ class Daemon:
         self.clock = clock
         self.store = Store(f"{config.daemon.state_dir}/state.db")
         self.log = DecisionLog(self.store, send, clock)
+        self.store.file.tell = self.state_news
+        for message, bad in self.store.file.told:   # what happened to the file while opening it
+            self.state_news(message, bad)
+        self.next_restore = 0.0
         self.events = Inbox(rank)
         self.docker: DockerAdapter | None = None
         self.connector = DockerConnector(docker_factory, self.events.put)
@@ -178,6 +183,7 @@ class Daemon:
             if self.allocations.waiters:
                 self.step("serving the wait queue", lambda: self.allocations.serve_waiters(self.host()))
                 self.dirty = True
+            self.step("writing the state back to disk", self.restore_state)
             if self.dirty and time.monotonic() >= self.next_publish:
                 self.step("status view", self.publish)  # a broken view must not take enforcement down
             if time.monotonic() >= self.next_status:
@@ -536,6 +542,18 @@ class Daemon:
             self._unix = (now, unix_group_members(names))
         return self._unix[1]
 
+    def state_news(self, message: str, bad: bool) -> None:
+        """The state database moved to memory, was kept aside, or is back on disk."""
+        self.next_status = 0.0
+        self.log.record("state-trouble" if bad else "state-restored", message,
+                        priority=syslog.LOG_CRIT if bad else syslog.LOG_NOTICE)
+
+    def restore_state(self) -> None:
+        """While the state is in memory, offer it back to the disk every RESTORE_EVERY."""
+        if self.store.file.trouble is not None and time.monotonic() >= self.next_restore:
+            self.next_restore = time.monotonic() + RESTORE_EVERY
+            self.store.file.try_restore()
+
     def error(self, message: str, user: str | None = None) -> None:
         self.last_error = message
         self.log.record("error", message, user=user, priority=syslog.LOG_ERR)
@@ -546,10 +564,13 @@ class Daemon:
             docker = "Docker connected"
         else:
             docker = f"Docker unreachable ({self.docker_error})" if self.docker_error else "connecting to Docker"
-        refused = f"{self.reload_refused} (the running config is older than the file); " \
+        notes = f"{self.reload_refused} (the running config is older than the file); " \
             if self.reload_refused else ""
+        if self.store.file.trouble is not None:
+            since = dt.datetime.fromtimestamp(self.store.file.since or 0).strftime("%H:%M:%S")
+            notes += f"state database unavailable since {since} ({self.store.file.trouble}): running from memory; "
         return (f"{n['containers']} containers ({n['running']} running) of {n['users']} users; "
-                f"{n['gpu_running']} running with GPUs; {docker}; {refused}"
+                f"{n['gpu_running']} running with GPUs; {docker}; {notes}"
                 f"last error: {self.last_error or 'none'}")
 
 

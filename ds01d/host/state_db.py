@@ -5,7 +5,9 @@ or decided about them (owner and the signal that decided, kind, GPU request,
 flags), the audit trail of every action, and where in the event stream ds01d
 stopped reading.  One process writes it (the daemon's main loop); WAL lets the
 status readers in without blocking that writer, and each change is one
-transaction, so a kill -9 loses at most the change in flight.
+transaction, so a kill -9 loses at most the change in flight.  Where the file
+lives, and what happens when it is damaged or the disk refuses, is
+`ds01d.host.state_file`'s concern.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sqlite3
 import time
 from typing import Any
 
+from ds01d.host.state_file import SchemaTooNew, StateFile, Tell
 from ds01d.rules.records import ContainerRecord, GpuState
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -118,60 +121,67 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 
 
 class StateError(Exception):
-    """The database is from a newer ds01d, or cannot be opened."""
+    """The database cannot be read (`ds01d usage` before ds01d ever ran)."""
+
+
+def prepare(db: sqlite3.Connection) -> None:
+    """Pragmas and migrations for a fresh connection; SchemaTooNew leaves the file alone."""
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA busy_timeout=5000")
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(f"it has schema {version}, newer than this ds01d's ({SCHEMA_VERSION})")
+    for number in range(version, SCHEMA_VERSION):
+        # executescript commits what is open first, so the script carries its own transaction.
+        db.executescript(f"BEGIN IMMEDIATE; {_MIGRATIONS[number]}; PRAGMA user_version={number + 1}; COMMIT;")
 
 
 class Store:
-    """The state database at `path`, created and migrated on open."""
+    """The state database at `path`, created and migrated on open.
 
-    def __init__(self, path: str, readonly: bool = False):
+    `tell` hears what happened to the file (moved aside, in memory, back on disk); until
+    one is given, `file.told` keeps it."""
+
+    def __init__(self, path: str, readonly: bool = False, tell: Tell | None = None):
         self.path = path
+        self.file: StateFile | None = None
         if readonly:
             if not os.path.exists(path):
                 raise StateError("no state database yet (has ds01d run?)")
-            self.db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
-            self.db.row_factory = sqlite3.Row
+            self._ro = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+            self._ro.row_factory = sqlite3.Row
             return
-        if path != ":memory:":
-            os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute("PRAGMA busy_timeout=5000")
-        self._migrate()
+        self.file = StateFile(path, prepare, tell)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        return self.file.db if self.file is not None else self._ro
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        return self.file.execute(sql, params) if self.file is not None else self._ro.execute(sql, params)
 
     def close(self) -> None:
         self.db.close()
 
-    def _migrate(self) -> None:
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StateError(f"{self.path} has schema {version}, newer than this ds01d ({SCHEMA_VERSION}); "
-                             "upgrade ds01d or move the file away")
-        for number in range(version, SCHEMA_VERSION):
-            # executescript commits what is open first, so the script carries its own transaction.
-            self.db.executescript(f"BEGIN IMMEDIATE; {_MIGRATIONS[number]}; "
-                                  f"PRAGMA user_version={number + 1}; COMMIT;")
-
     def transaction(self) -> "_Transaction":
-        return _Transaction(self.db)
+        return _Transaction(self)
 
     # --- meta ---------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        row = self.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else None
 
     def set_meta(self, key: str, value: str) -> None:
-        self.db.execute("INSERT INTO meta(key, value) VALUES(?, ?) "
+        self.execute("INSERT INTO meta(key, value) VALUES(?, ?) "
                         "ON CONFLICT(key) DO UPDATE SET value=excluded.value", (key, value))
 
     # --- containers ---------------------------------------------------------
 
     def upsert_container(self, rec: ContainerRecord, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        self.db.execute(
+        self.execute(
             """INSERT INTO containers(id, name, image, owner, owner_signal, kind, grp, slice, cgroup_parent,
                    gpu_request, flags, status, created_at, started_at, finished_at, first_seen, updated,
                    pid, protected)
@@ -189,38 +199,38 @@ class Store:
 
     def mark_removed(self, container_id: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        self.db.execute("UPDATE containers SET removed_at=?, status='removed', updated=? "
+        self.execute("UPDATE containers SET removed_at=?, status='removed', updated=? "
                         "WHERE id=? AND removed_at IS NULL", (now, now, container_id))
 
     def live_containers(self) -> list[ContainerRecord]:
-        rows = self.db.execute("SELECT * FROM containers WHERE removed_at IS NULL ORDER BY first_seen")
+        rows = self.execute("SELECT * FROM containers WHERE removed_at IS NULL ORDER BY first_seen")
         return [_record(r) for r in rows]
 
     def containers_of(self, owner: str) -> list[ContainerRecord]:
-        rows = self.db.execute("SELECT * FROM containers WHERE removed_at IS NULL AND owner=?", (owner,))
+        rows = self.execute("SELECT * FROM containers WHERE removed_at IS NULL AND owner=?", (owner,))
         return [_record(r) for r in rows]
 
     def summary(self) -> dict[str, int]:
         """Counts for the daemon's STATUS= line, in one query."""
-        row = self.db.execute(
+        row = self.execute(
             """SELECT count(*), coalesce(sum(status='running'), 0), count(DISTINCT owner),
                       coalesce(sum(status='running' AND gpu_request LIKE '%"source": "%'), 0)
                FROM containers WHERE removed_at IS NULL""").fetchone()
         return {"containers": row[0], "running": row[1], "users": row[2], "gpu_running": row[3]}
 
     def container(self, container_id: str) -> ContainerRecord | None:
-        row = self.db.execute("SELECT * FROM containers WHERE id=?", (container_id,)).fetchone()
+        row = self.execute("SELECT * FROM containers WHERE id=?", (container_id,)).fetchone()
         return _record(row) if row else None
 
     def live_ids(self) -> set[str]:
-        return {r[0] for r in self.db.execute("SELECT id FROM containers WHERE removed_at IS NULL")}
+        return {r[0] for r in self.execute("SELECT id FROM containers WHERE removed_at IS NULL")}
 
     # --- audit --------------------------------------------------------------
 
     def add_audit(self, ts: float, action: str, reason: str, *, user: str | None = None,
                   container: str | None = None, container_name: str | None = None, group: str | None = None,
                   slice_name: str | None = None, details: dict[str, Any] | None = None) -> None:
-        self.db.execute(
+        self.execute(
             "INSERT INTO audit(ts, action, user, container, container_name, grp, slice, reason, details) "
             "VALUES(?,?,?,?,?,?,?,?,?)",
             (ts, action, user, container, container_name, group, slice_name, reason,
@@ -228,8 +238,8 @@ class Store:
 
     def audit(self, limit: int = 100, user: str | None = None) -> list[sqlite3.Row]:
         if user is None:
-            return self.db.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
-        return self.db.execute("SELECT * FROM audit WHERE user=? ORDER BY seq DESC LIMIT ?",
+            return self.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
+        return self.execute("SELECT * FROM audit WHERE user=? ORDER BY seq DESC LIMIT ?",
                                (user, limit)).fetchall()
 
 
@@ -237,10 +247,13 @@ class GpuStore:
     """The GPU tables: per-container state, warnings sent, GPU-seconds."""
 
     def __init__(self, store: Store):
-        self.db = store.db
+        self.store = store
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> sqlite3.Cursor:
+        return self.store.execute(sql, params)
 
     def get(self, container: str) -> GpuState:
-        row = self.db.execute("SELECT * FROM gpu_state WHERE container=?", (container,)).fetchone()
+        row = self.execute("SELECT * FROM gpu_state WHERE container=?", (container,)).fetchone()
         if row is None:
             return GpuState(container)
         return GpuState(container, tuple(json.loads(row["units"])), row["idle_since"], row["verdict"], row["why"],
@@ -249,10 +262,10 @@ class GpuStore:
     def all(self) -> dict[str, GpuState]:
         return {r["container"]: GpuState(r["container"], tuple(json.loads(r["units"])), r["idle_since"],
                                          r["verdict"], r["why"], r["activity"], r["released"])
-                for r in self.db.execute("SELECT * FROM gpu_state")}
+                for r in self.execute("SELECT * FROM gpu_state")}
 
     def put(self, state: GpuState, now: float) -> None:
-        self.db.execute(
+        self.execute(
             """INSERT INTO gpu_state(container, units, idle_since, verdict, why, activity, released, updated)
                VALUES(?,?,?,?,?,?,?,?) ON CONFLICT(container) DO UPDATE SET units=excluded.units,
                idle_since=excluded.idle_since, verdict=excluded.verdict, why=excluded.why,
@@ -261,54 +274,54 @@ class GpuStore:
              state.activity, state.released, now))
 
     def warned(self, container: str, rule: str, deadline: float) -> set[int]:
-        rows = self.db.execute("SELECT lead FROM warnings WHERE container=? AND rule=? AND deadline=?",
+        rows = self.execute("SELECT lead FROM warnings WHERE container=? AND rule=? AND deadline=?",
                                (container, rule, int(deadline)))
         return {r[0] for r in rows}
 
     def add_warning(self, container: str, rule: str, deadline: float, lead: int, now: float) -> None:
-        self.db.execute("INSERT OR IGNORE INTO warnings(container, rule, deadline, lead, sent) VALUES(?,?,?,?,?)",
+        self.execute("INSERT OR IGNORE INTO warnings(container, rule, deadline, lead, sent) VALUES(?,?,?,?,?)",
                         (container, rule, int(deadline), lead, now))
 
     def extensions(self) -> dict[tuple[str, str], int]:
         """Seconds granted per (container, rule), for the containers' current run."""
-        rows = self.db.execute("SELECT container, rule, sum(seconds) FROM extensions GROUP BY container, rule")
+        rows = self.execute("SELECT container, rule, sum(seconds) FROM extensions GROUP BY container, rule")
         return {(r[0], r[1]): r[2] for r in rows}
 
     def add_extension(self, container: str, rule: str, seconds: int, by_user: str, now: float) -> None:
-        self.db.execute("INSERT INTO extensions(container, rule, seconds, by_user, at) VALUES(?,?,?,?,?)",
+        self.execute("INSERT INTO extensions(container, rule, seconds, by_user, at) VALUES(?,?,?,?,?)",
                         (container, rule, seconds, by_user, now))
 
     def clear_extensions(self, container: str) -> None:
-        self.db.execute("DELETE FROM extensions WHERE container=?", (container,))
+        self.execute("DELETE FROM extensions WHERE container=?", (container,))
 
     def add_allocation(self, user: str, units: list[str], now: float, expires: float) -> int:
-        cur = self.db.execute("INSERT INTO allocations(user, units, created, expires, status) "
+        cur = self.execute("INSERT INTO allocations(user, units, created, expires, status) "
                               "VALUES(?,?,?,?,'pending')", (user, json.dumps(units), now, expires))
         return int(cur.lastrowid or 0)
 
     def pending_allocations(self) -> list[tuple[int, str, tuple[str, ...], float]]:
         """(id, user, unit uuids, expires) of allocations no container has claimed yet."""
-        rows = self.db.execute("SELECT id, user, units, expires FROM allocations WHERE status='pending'")
+        rows = self.execute("SELECT id, user, units, expires FROM allocations WHERE status='pending'")
         return [(r[0], r[1], tuple(json.loads(r[2])), r[3]) for r in rows]
 
     def close_allocation(self, allocation_id: int, status: str, container: str | None = None) -> bool:
         """Close a pending allocation; False if it was not pending (claimed, expired, unknown)."""
-        cur = self.db.execute("UPDATE allocations SET status=?, container=? WHERE id=? AND status='pending'",
+        cur = self.execute("UPDATE allocations SET status=?, container=? WHERE id=? AND status='pending'",
                               (status, container, allocation_id))
         return cur.rowcount > 0
 
     def first_warned(self, container: str, rule: str) -> float | None:
-        row = self.db.execute("SELECT min(sent) FROM warnings WHERE container=? AND rule=?", (container, rule))
+        row = self.execute("SELECT min(sent) FROM warnings WHERE container=? AND rule=?", (container, rule))
         return row.fetchone()[0]
 
     def add_usage(self, day: str, user: str, container: str, state: str, gpu_seconds: float) -> None:
         column = {"busy": "busy_s", "idle": "idle_s"}.get(state, "unknown_s")
-        self.db.execute(f"INSERT INTO usage(day, user, container, {column}) VALUES(?,?,?,?) "
+        self.execute(f"INSERT INTO usage(day, user, container, {column}) VALUES(?,?,?,?) "
                         f"ON CONFLICT(day, user, container) DO UPDATE SET {column}={column}+excluded.{column}",
                         (day, user, container, gpu_seconds))
 
     def usage_by_user(self, since_day: str) -> list[sqlite3.Row]:
-        return self.db.execute(
+        return self.execute(
             """SELECT user, count(DISTINCT container) AS containers, sum(busy_s) AS busy_s, sum(idle_s) AS idle_s,
                       sum(unknown_s) AS unknown_s FROM usage WHERE day >= ? GROUP BY user
                ORDER BY sum(busy_s + idle_s + unknown_s) DESC""", (since_day,)).fetchall()
@@ -325,16 +338,20 @@ def _record(row: sqlite3.Row) -> ContainerRecord:
 
 
 class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, rolled back on an exception."""
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on an exception; never finished on a
+    connection other than the one it began on (the state moved to memory meanwhile)."""
 
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
+    def __init__(self, store: Store):
+        self.store = store
+        self.generation = -1
 
-    def __enter__(self) -> sqlite3.Connection:
-        self.db.execute("BEGIN IMMEDIATE")
-        return self.db
+    def __enter__(self) -> None:
+        self.store.execute("BEGIN IMMEDIATE")
+        self.generation = self.store.file.generation if self.store.file else 0
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
-        self.db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if self.store.file is not None and self.store.file.generation != self.generation:
+            return
+        self.store.execute("ROLLBACK" if exc_type else "COMMIT")
 
 
