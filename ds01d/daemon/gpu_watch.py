@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-import os
 from typing import Callable, Iterable, Protocol
 
 from ds01d.config import GpusAllPolicy, Policies
@@ -23,6 +22,7 @@ from ds01d.rules.lifecycle import (UNKNOWN, Deadline, IdleState, Verdict, hold_e
                              removal_at, runtime_deadline, track_idle, verdict, warning_due)
 from ds01d.rules.limits import EffectiveLimits
 from ds01d.rules.placement import keeps_after_stop
+from ds01d.host.container_files import regular_file_mtime
 from ds01d.host.nvml import Nvml, NvmlUnavailable
 from ds01d.config.quantities import format_duration, format_size
 from ds01d.host.state_db import GpuStore, Store
@@ -262,13 +262,11 @@ class GpuWatch:
                       key=lambda d: d.at)
 
     def _keepalive_mtime(self, rec: ContainerRecord, policies: Policies) -> float | None:
-        """mtime of the keep-alive file inside the container, read through its root."""
+        """mtime of the keep-alive file, resolved inside the container's root (never on the host:
+        the container's owner controls its symlinks); None when it is missing or not a regular file."""
         if policies.keep_alive_file is None or not rec.pid:
             return None
-        try:
-            return os.stat(f"{self.proc}/{rec.pid}/root{policies.keep_alive_file}").st_mtime
-        except OSError:
-            return None
+        return regular_file_mtime(f"{self.proc}/{rec.pid}/root", policies.keep_alive_file)
 
     def _gpu_memory(self, rec: ContainerRecord, limits: EffectiveLimits, units: list[Unit], pids: list[int],
                     policies: Policies, now: float, act: Actuator) -> None:
