@@ -94,8 +94,9 @@ def picture(units: Sequence[Unit], running: Iterable[Running], holds: Iterable[H
             claims: Iterable[tuple[Iterable[str], Claim]]) -> list[UnitLoad]:
     """Every unit with what runs on it and what keeps it, by one rule for everyone:
 
-    - a running container occupies its units; one nobody owns occupies them for everyone
-      (there is no owner or priority to share with), and the allocator says so by name;
+    - a running container occupies its units until it has stopped (one ds01d is stopping
+      too: the device is busy until the stop is done); one nobody owns occupies them for
+      everyone (there is no owner or priority to share with), and the allocator names it;
     - a hold keeps the units for its owner only while `keeps_after_stop` says so;
     - reservations and pending allocations (`claims`) keep the units for their user.
     """
