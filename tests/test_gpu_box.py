@@ -131,6 +131,20 @@ def test_keep_alive_fresh_protects_and_stale_does_not(env, box, box_cleanup):
     assert "keep-alive" not in entry["DS01_REASON"]
 
 
+def test_a_keep_alive_symlink_to_a_fresh_host_file_keeps_nothing_alive(env, box, box_cleanup):
+    """The file is resolved inside the container's root: a symlink to a host path that is fresh
+    on the host and absent in the container is no keep-alive (kate again: her hold on GPU 0)."""
+    svc, _ = env
+    host_file = svc.dir / "fresh-on-the-host"
+    host_file.write_text("")
+    cid, _ = start(box, box_cleanup, "keep-alive-escape", "kate", "--gpus", "device=0")
+    box.docker("exec", cid, "ln", "-s", str(host_file), "/tmp/keep-alive")
+    state = svc.box.wait_until(lambda: (s := svc.gpu_state(cid)) and s["idle_since"] and s, 5.0, what="idle")
+    entry = stopped_entry(svc, box, cid, 6 + 4 * INTERVAL)
+    assert "GPU idle since" in entry["DS01_REASON"] and "keep-alive" not in entry["DS01_REASON"]
+    assert int(entry["__REALTIME_TIMESTAMP"]) / 1e6 <= state["idle_since"] + 6 + INTERVAL + 0.5
+
+
 @pytest.mark.cgroup_v2
 def test_mig_only_the_idle_user_is_stopped_and_unknown_is_never_idle(env, box, box_cleanup):
     svc, gpus = env

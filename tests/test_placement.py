@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from ds01d.rules.placement import Ask, UnitLoad, choose, usable, used_by
+from ds01d.rules.placement import (Ask, Claim, Hold, Running, UnitLoad, choose, kept_from, picture, usable,
+                                   used_by)
 from ds01d.rules.gpu_units import Unit, gpu_equivalents
 
 
@@ -48,7 +49,7 @@ def test_priority_allocation():
 
 def test_time_based_reservation():
     """GPU 0 reserved for john_doe: others are told so and get another GPU; John gets his."""
-    loads = [UnitLoad(whole(0), reserved_for="john_doe", reserved_until=1762560000.0), UnitLoad(whole(1))]
+    loads = [UnitLoad(whole(0), claims=(Claim("reserved", "john_doe", 1762560000.0),)), UnitLoad(whole(1))]
     other = choose(Ask("alice", 50, full=True, may_full_gpu=True), loads)
     assert [u.index for u in other.units] == ["1"]
     loads[1] = UnitLoad(whole(1), (("alice", 50),))
@@ -89,8 +90,10 @@ def hosts(draw):
     for unit in units:
         users = tuple(draw(st.lists(st.tuples(st.sampled_from(USERS), st.sampled_from(PRIORITIES)), max_size=2,
                                     unique_by=lambda t: t[0])))
-        loads.append(UnitLoad(unit, users, claimed_by=draw(st.none() | st.sampled_from(USERS)),
-                              reserved_for=draw(st.none() | st.none() | st.sampled_from(USERS))))
+        claims = [Claim(kind, user, None) for kind, user in (
+            ("reserved", draw(st.none() | st.none() | st.sampled_from(USERS))),
+            ("held", draw(st.none() | st.sampled_from(USERS)))) if user is not None]
+        loads.append(UnitLoad(unit, users, tuple(claims), tuple(draw(st.lists(st.just("orphan"), max_size=1)))))
     return loads
 
 
@@ -112,7 +115,7 @@ def test_properties(loads, ask):
         assert all(c.taken_for(ask.user) is None for c in chosen), "reserved or held for someone else"
         if ask.full:
             assert ask.may_full_gpu and len({u.gpu_uuid for u in answer.units}) == 1
-            assert all(not c.users for c in chosen)
+            assert all(not c.load for c in chosen)
         else:
             assert len(answer.units) == ask.count
             assert all(usable(c, ask) for c in chosen), "beside load of another priority"
@@ -121,6 +124,67 @@ def test_properties(loads, ask):
                              and l.unit not in answer.units]
                 assert all(l.load >= c.load for l in same_kind), "a less loaded device was passed over"
     elif not ask.full and ask.count == 1:
-        fitting = [l for l in loads if usable(l, ask) and not l.users and
+        fitting = [l for l in loads if usable(l, ask) and not l.load and
                    (ask.quota is None or ask.used + l.unit.share <= ask.quota + 1e-6)]
         assert not fitting, "a free fitting device exists but none was given"
+
+
+# --- one picture for the allocator and the start check (issue 12) -------------------------
+
+def test_an_unowned_running_container_occupies_its_device_and_is_named():
+    loads = picture([whole(0), whole(1)], [Running(None, 0, "root-job", ("GPU-0",))], [], [])
+    assert [u.index for u in choose(Ask("alice", 50, full=True, may_full_gpu=True), loads).units] == ["1"]
+    assert not usable(loads[0], Ask("alice", 0, allow_sharing=True))     # no owner, no priority to share with
+    loads[1:] = picture([whole(1)], [Running("bob", 50, "b", ("GPU-1",))], [], [])
+    refused = choose(Ask("alice", 50, full=True, may_full_gpu=True), loads)
+    assert refused.wait and "0 in use by an unowned container root-job" in refused.reason
+    assert "None" not in refused.reason
+
+
+def test_an_unowned_hold_keeps_nothing_for_anyone():
+    loads = picture([whole(0)], [], [Hold("c1", None, "root-stopped", ("GPU-0",), 2e9)], [])
+    assert loads[0].claims == () and loads[0].load == 0
+    assert choose(Ask("alice", 10), loads).units[0].index == "0"
+    assert kept_from("alice", ["GPU-0"], loads) == [] and kept_from(None, ["GPU-0"], loads) == []
+
+
+def test_an_owned_hold_keeps_the_device_for_its_owner_only():
+    loads = picture([whole(0)], [], [Hold("c1", "hana", "holder", ("GPU-0",), None)], [])
+    assert kept_from("hana", ["GPU-0"], loads) == []
+    assert kept_from("ida", ["GPU-0"], loads) == [(whole(0), Claim("held", "hana", None, "holder"))]
+    assert kept_from(None, ["GPU-0"], loads)[0][1].user == "hana"   # an unowned start is kept off it too
+    assert "0 held for hana" in choose(Ask("ida", 10), loads).reason
+
+
+def test_a_reservation_is_named_before_an_allocation_or_a_hold():
+    loads = picture([whole(0)], [], [Hold("c", "hana", "h", ("GPU-0",), None)],
+                    [(("GPU-0",), Claim("allocated", "bob", 5.0)), (("GPU-0",), Claim("reserved", "carol", 9.0))])
+    assert [c.kind for c in loads[0].claims] == ["reserved", "allocated", "held"]
+    assert loads[0].taken_for("carol") == Claim("allocated", "bob", 5.0)
+
+
+OWNERS = USERS + [None]
+
+
+@st.composite
+def worlds(draw):
+    """Random hosts as the daemon sees them: running containers (owned or not), holds (owned or
+    not), pending allocations and reservations, all through `picture`."""
+    units = [whole(g) for g in range(draw(st.integers(1, 3)))] + [mig(9, s, 2) for s in range(draw(st.integers(0, 3)))]
+    uuids = st.lists(st.sampled_from([u.uuid for u in units]), min_size=1, max_size=2, unique=True).map(tuple)
+    running = draw(st.lists(st.builds(Running, st.sampled_from(OWNERS), st.sampled_from(PRIORITIES), st.just("r"),
+                                      uuids), max_size=3))
+    holds = draw(st.lists(st.builds(Hold, st.just("c"), st.sampled_from(OWNERS), st.just("h"), uuids,
+                                    st.none() | st.floats(0, 2e9)), max_size=3))
+    claims = draw(st.lists(st.tuples(uuids, st.builds(Claim, st.sampled_from(["reserved", "allocated"]),
+                                                      st.sampled_from(USERS), st.floats(0, 2e9))), max_size=2))
+    return picture(units, running, holds, claims)
+
+
+@settings(max_examples=400, deadline=None)
+@given(loads=worlds(), ask=asks)
+def test_what_the_allocator_hands_out_the_start_check_never_stops(loads, ask):
+    answer = choose(ask, loads)
+    if answer.granted:
+        assert kept_from(ask.user, [u.uuid for u in answer.units], loads) == []
+    assert "None" not in answer.reason

@@ -15,7 +15,8 @@ import pytest
 from ds01d.rules.gpu_units import GpuProcess, Inventory, Unit, UnitSample
 from ds01d.rules.lifecycle import Deadline
 from ds01d.rules.records import ContainerRecord, GpuState
-from ds01d.daemon.status_model import Caller, Hold, StatusView, build
+from ds01d.daemon.status_model import Caller, StatusView, build
+from ds01d.rules.placement import Hold
 from ds01d.cli.status_render import render
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -80,7 +80,7 @@ class AdminActions:
         if rec is None:
             return 404, {"error": f"no container {args.container!r}"}
         if not caller.admin and caller.user != rec.owner:
-            return 403, {"error": f"{caller.user} may not release {rec.name}: it is {rec.owner}'s; only its "
+            return 403, {"error": f"{caller.user} may not release {rec.name}: {whose(rec)}; only its "
                                   f"owner, root and members of {d.config.daemon.admin_group} may"}
         if not d.gpus.holds([rec], d.limits_for, d.clock()):
             return 409, {"error": f"{rec.name} holds no GPU (it is {rec.status}, or its hold has ended)"}
@@ -98,7 +98,7 @@ class AdminActions:
         if rec is None:
             return 404, {"error": f"no container {args.container!r}"}
         if not caller.admin and caller.user != rec.owner:
-            return 403, {"error": f"{caller.user} may not extend {rec.name}: it is {rec.owner}'s"}
+            return 403, {"error": f"{caller.user} may not extend {rec.name}: {whose(rec)}"}
         deadline = d.gpus.upcoming.get(rec.id)
         if rec.status != "running" or deadline is None:
             return 409, {"error": f"{rec.name} has no stop ahead to push"}
@@ -128,3 +128,8 @@ class AdminActions:
         if outcome.config is None:
             return 409, {"error": f"{outcome.refused}; the running config stays in force"}
         return 200, {"applied": outcome.config.path, "restart_needed": list(outcome.restart_needed)}
+
+
+def whose(rec: ContainerRecord) -> str:
+    """Whose a container is, in words (never "None's")."""
+    return f"it is {rec.owner}'s" if rec.owner else "it has no owner"

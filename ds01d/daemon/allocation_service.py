@@ -14,7 +14,7 @@ import syslog
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from ds01d.rules.placement import Answer, Ask, UnitLoad, choose, used_by
+from ds01d.rules.placement import Answer, Ask, Claim, Hold, Running, UnitLoad, choose, kept_from, picture, used_by
 from ds01d.config import Config, ForeignDevicePolicy
 from ds01d.host.decision_log import DecisionLog
 from ds01d.rules.gpu_request import GpuRequest
@@ -24,7 +24,8 @@ from ds01d.config.quantities import format_duration
 from ds01d.host.state_db import GpuStore
 from ds01d.rules.records import ContainerRecord, GpuState
 from ds01d.daemon.request_args import AllocateArgs
-from ds01d.daemon.status_model import Caller, Hold, iso
+from ds01d.daemon.gpu_watch import utc
+from ds01d.daemon.status_model import Caller, iso
 from ds01d.daemon.status_server import deliver
 
 #: Allocation requests one user may have waiting at once; each holds a connection open.
@@ -77,23 +78,14 @@ class Allocations:
         return out
 
     def loads(self, host: Host) -> list[UnitLoad]:
-        users: dict[str, list[tuple[str, int]]] = {}
-        for rec in host.records:
-            if rec.status == "running" and rec.owner and rec.id in host.states:
-                for uuid in host.states[rec.id].units:
-                    users.setdefault(uuid, []).append((rec.owner, host.limits_for(rec.owner)["priority"]))
-        claimed: dict[str, tuple[str, float | None]] = {}
-        for hold in host.holds:
-            for uuid in hold.units:
-                if hold.owner:
-                    claimed[uuid] = (hold.owner, hold.until)
-        for _, user, units, expires in self.gpu.pending_allocations():
-            for uuid in units:
-                claimed.setdefault(uuid, (user, expires))
-        reserved = self.reservations(host)
-        return [UnitLoad(u, tuple(dict(users.get(u.uuid, [])).items()),
-                         *claimed.get(u.uuid, (None, None)), *reserved.get(u.uuid, (None, None, ""))[:2])
-                for u in host.inventory.units]
+        """Every unit with what runs on it and what keeps it (`placement.picture`)."""
+        running = [Running(r.owner, host.limits_for(r.owner)["priority"], r.name, host.states[r.id].units)
+                   for r in host.records if r.status == "running" and r.id in host.states]
+        claims = [(units, Claim("allocated", user, expires))
+                  for _, user, units, expires in self.gpu.pending_allocations()]
+        claims += [((uuid,), Claim("reserved", user, until, note=reason))
+                   for uuid, (user, until, reason) in self.reservations(host).items()]
+        return picture(host.inventory.units, running, host.holds, claims)
 
     def ask(self, host: Host, user: str, args: AllocateArgs, loads: list[UnitLoad]) -> Ask:
         limits = host.limits_for(user)
@@ -209,25 +201,27 @@ class Allocations:
                 self.log.record("allocate-expired", f"no container started on it by {iso(expires)}; released",
                                 user=user, details={"units": list(units)})
 
-    def on_start(self, host: Host, record: ContainerRecord, units: Sequence[Unit]) -> tuple[str, str] | None:
-        """Claim the owner's allocation; ("stop"/"warn", reason) when the devices are someone else's."""
+    def conflict(self, host: Host, record: ContainerRecord, units: Sequence[Unit]) -> tuple[str, str] | None:
+        """("stop"/"warn", reason) when a unit of this starting container is kept for someone else:
+        judged on the allocator's own picture, so what `ds01d allocate` hands out always passes."""
+        found = kept_from(record.owner, [u.uuid for u in units], self.loads(host))
+        if not found:
+            return None
+        claim = found[0][1]
+        names = ", ".join(sorted(unit.index for unit, c in found if c == claim))
+        if claim.kind == "held":
+            until = utc(claim.until) if claim.until is not None else "its container is removed"
+            return "stop", (f"GPU {names} is held for {claim.user} until {until} (stopped container "
+                            f"{claim.container}); pick a free device (ds01-gpu-status)")
+        why = f" ({claim.note})" if claim.note else ""
+        return self._foreign(host, f"GPU {names} is {claim.phrase()} until {iso(claim.until)}{why}")
+
+    def claim(self, record: ContainerRecord, units: Sequence[Unit]) -> None:
+        """The owner's pending allocations on these units are used by this container now."""
         mine = {u.uuid for u in units}
-        by_uuid = host.inventory.by_uuid()
-        for allocation_id, user, allocated, expires in self.gpu.pending_allocations():
-            overlap = mine & set(allocated)
-            if not overlap:
-                continue
-            if user == record.owner:
+        for allocation_id, user, allocated, _ in self.gpu.pending_allocations():
+            if user == record.owner and mine & set(allocated):
                 self.gpu.close_allocation(allocation_id, "claimed", record.id)
-                continue
-            names = ", ".join(sorted(by_uuid[u].index for u in overlap if u in by_uuid))
-            return self._foreign(host, f"GPU {names} is allocated to {user} until {iso(expires)}")
-        for uuid, (user, until, reason) in self.reservations(host).items():
-            if uuid in mine and user != record.owner:
-                why = f" ({reason})" if reason else ""
-                return self._foreign(host, f"GPU {by_uuid[uuid].index} is reserved for {user} until "
-                                           f"{iso(until)}{why}")
-        return None
 
     @staticmethod
     def _foreign(host: Host, reason: str) -> tuple[str, str]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-import os
 from typing import Callable, Iterable, Protocol
 
 from ds01d.config import GpusAllPolicy, Policies
@@ -22,6 +21,8 @@ from ds01d.rules.gpu_units import Inventory, Unit, UnitSample, container_of_cgro
 from ds01d.rules.lifecycle import (UNKNOWN, Deadline, IdleState, Verdict, hold_end, idle_deadline, quota_check,
                              removal_at, runtime_deadline, track_idle, verdict, warning_due)
 from ds01d.rules.limits import EffectiveLimits
+from ds01d.rules.placement import keeps_after_stop
+from ds01d.host.container_files import regular_file_mtime
 from ds01d.host.nvml import Nvml, NvmlUnavailable
 from ds01d.config.quantities import format_duration, format_size
 from ds01d.host.state_db import GpuStore, Store
@@ -123,36 +124,52 @@ class GpuWatch:
             st = states.get(rec.id)
             if rec.status not in STOPPED or st is None or not st.units or st.released is not None:
                 continue
-            end = hold_end(rec.finished_at, limits_for(rec.owner).lifecycle("gpu_hold_after_stop", rec.kind))
+            end = self._hold_end(rec, limits_for(rec.owner))
             if end is None or now < end:
                 out.append((rec, st.units, end))
         return out
 
-    def check_start(self, record: ContainerRecord, limits: EffectiveLimits, policies: Policies,
+    @staticmethod
+    def _hold_end(rec: ContainerRecord, limits: EffectiveLimits) -> float | None:
+        """When a stopped container's devices are free again: at once for one nobody owns
+        (`placement.keeps_after_stop`), else after its owner's gpu_hold_after_stop."""
+        if not keeps_after_stop(rec.owner):
+            return rec.finished_at or 0.0
+        return hold_end(rec.finished_at, limits.lifecycle("gpu_hold_after_stop", rec.kind))
+
+    def started(self, record: ContainerRecord) -> list[Unit]:
+        """Record the units of a container that just started; its previous run's extensions end."""
+        units, _ = self.units_of(record)
+        self.gpu.put(GpuState(record.id, tuple(u.uuid for u in units)), self.clock())
+        self.gpu.clear_extensions(record.id)
+        return units
+
+    def forfeit(self, record: ContainerRecord) -> None:
+        """A container stopped at its start for its devices never held them: no hold after its stop
+        (else it would keep, for its owner, a device that is someone else's)."""
+        state = self.gpu.get(record.id)
+        if state is not None and state.released is None:
+            self.gpu.put(dataclasses.replace(state, released=self.clock()), self.clock())
+
+    @staticmethod
+    def gpus_all_check(record: ContainerRecord, policies: Policies) -> tuple[str, str] | None:
+        """("stop" or "warn", reason) for a container started with --gpus all, as policies say."""
+        if not record.gpu_request.get("all_gpus") or policies.gpus_all is GpusAllPolicy.ALLOW:
+            return None
+        reason = ("started with --gpus all; ask for devices instead (--gpus device=N, or `ds01 run`), "
+                  "so that others can use the rest")
+        return ("stop" if policies.gpus_all is GpusAllPolicy.STOP else "warn"), reason
+
+    def check_start(self, record: ContainerRecord, units: list[Unit], limits: EffectiveLimits,
                     others: list[ContainerRecord], limits_for: Callable[[str | None], EffectiveLimits]
                     ) -> tuple[str, str] | None:
-        """("stop" or "warn", reason) for a GPU container that just started, or None when it may run."""
-        units, unknown = self.units_of(record)
-        now = self.clock()
-        self.gpu.put(GpuState(record.id, tuple(u.uuid for u in units)), now)
-        self.gpu.clear_extensions(record.id)  # extensions were for the previous run
-        if record.gpu_request.get("all_gpus") and policies.gpus_all is not GpusAllPolicy.ALLOW:
-            reason = ("started with --gpus all; ask for devices instead (--gpus device=N, or `ds01 run`), "
-                      "so that others can use the rest")
-            return ("stop" if policies.gpus_all is GpusAllPolicy.STOP else "warn"), reason
-        by_uuid = self.inventory.by_uuid()
-        mine = {u.uuid for u in units}
-        for rec, held, end in self.holds(others, limits_for, now):
-            clash = mine & set(held)
-            if rec.owner != record.owner and clash:
-                names = ", ".join(sorted(by_uuid[u].index if u in by_uuid else u for u in clash))
-                until = utc(end) if end is not None else "its container is removed"
-                return "stop", (f"GPU {names} is held for {rec.owner} until {until} (stopped container "
-                                f"{rec.name}); pick a free device (ds01-gpu-status)")
-        held_units = self._held_by(record, others, limits_for, now)
+        """("stop" or "warn", reason) for a GPU container that just started over its owner's quota
+        or on devices this host does not have; None when it may run."""
+        held_units = self._held_by(record, others, limits_for, self.clock())
         check = quota_check(limits["gpu_quota"], held_units, units)
         if check.over:
             return "stop", check.reason(record.owner or "this user")
+        _, unknown = self.units_of(record)
         if unknown:
             return "warn", f"asks for GPU {', '.join(unknown)}, which this host does not have"
         return None
@@ -211,8 +228,8 @@ class GpuWatch:
         state = self.idle.get(rec.id) or IdleState(previous.idle_since)
         state = track_idle(state, v, now, policies.idle_window, policies.idle_threshold)
         self.idle[rec.id] = state
-        self.gpu.put(GpuState(rec.id, tuple(u.uuid for u in units), state.idle_since, v.state, v.why, v.activity),
-                     now)
+        self.gpu.put(GpuState(rec.id, tuple(u.uuid for u in units), state.idle_since, v.state, v.why, v.activity,
+                              previous.released), now)
         if rec.owner and elapsed:
             day = dt.datetime.fromtimestamp(now, dt.timezone.utc).date().isoformat()
             self.gpu.add_usage(day, rec.owner, rec.id, v.state, elapsed * gpu_equivalents(units))
@@ -245,13 +262,11 @@ class GpuWatch:
                       key=lambda d: d.at)
 
     def _keepalive_mtime(self, rec: ContainerRecord, policies: Policies) -> float | None:
-        """mtime of the keep-alive file inside the container, read through its root."""
+        """mtime of the keep-alive file, resolved inside the container's root (never on the host:
+        the container's owner controls its symlinks); None when it is missing or not a regular file."""
         if policies.keep_alive_file is None or not rec.pid:
             return None
-        try:
-            return os.stat(f"{self.proc}/{rec.pid}/root{policies.keep_alive_file}").st_mtime
-        except OSError:
-            return None
+        return regular_file_mtime(f"{self.proc}/{rec.pid}/root", policies.keep_alive_file)
 
     def _gpu_memory(self, rec: ContainerRecord, limits: EffectiveLimits, units: list[Unit], pids: list[int],
                     policies: Policies, now: float, act: Actuator) -> None:
@@ -276,11 +291,11 @@ class GpuWatch:
 
     def _stopped(self, rec: ContainerRecord, limits: EffectiveLimits, now: float, act: Actuator) -> None:
         state = self._states.get(rec.id) or GpuState(rec.id)
-        end = hold_end(rec.finished_at, limits.lifecycle("gpu_hold_after_stop", rec.kind))
+        end = self._hold_end(rec, limits)
         if state.units and state.released is None and end is not None and now >= end:
             self.gpu.put(dataclasses.replace(state, released=now), now)
-            act.release(rec, f"GPU hold ended (stopped at {utc(rec.finished_at or now)}); "
-                             "its devices are free for others")
+            held = "GPU hold ended" if keeps_after_stop(rec.owner) else "no owner to hold its GPUs for"
+            act.release(rec, f"{held} (stopped at {utc(rec.finished_at or now)}); its devices are free for others")
         remove = removal_at(rec.finished_at, limits.lifecycle("container_hold_after_stop", rec.kind), rec.protected)
         if remove is not None and now >= remove:
             act.remove(rec, f"stopped since {utc(rec.finished_at or now)}, longer than container_hold_after_stop "

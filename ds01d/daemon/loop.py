@@ -46,7 +46,7 @@ from ds01d.daemon.inbox import EVENTS, REQUESTS, RESULTS, Inbox
 from ds01d.daemon.gpu_watch import GpuWatch
 from ds01d.daemon.reload import ReloadOutcome, load_checked_config, reload_config
 from ds01d.daemon.slice_keeper import SliceKeeper
-from ds01d.daemon.status_model import Hold, StatusView, iso
+from ds01d.daemon.status_model import StatusView, iso
 from ds01d.daemon.status_server import AbandonedGrant, AdminRequest, StatusApp, StatusServer, deliver
 from ds01d.host.decision_log import DecisionLog, JournalSend, journald_send
 from ds01d.host.docker_engine import CONNECTION_ERRORS, DockerAdapter, DockerEvent, StreamEnded
@@ -59,6 +59,7 @@ from ds01d.rules.container_facts import build_record
 from ds01d.rules.enforcement import Action, excess_running, max_containers_reason, outside_slice_action, unowned_action
 from ds01d.rules.gpu_units import gpu_equivalents
 from ds01d.rules.limits import EffectiveLimits, resolve
+from ds01d.rules.placement import Hold
 from ds01d.rules.records import ContainerRecord
 
 TICK = 0.2
@@ -397,12 +398,7 @@ class Daemon:
         if action is not None:
             self.actuator.carry_out(record, action, "unowned")
         if record.wants_gpu and self.just_started(record, trigger):
-            verdict = self.gpus.check_start(record, limits or self.limits_for(record.owner), self.config.policies,
-                                            self.store.live_containers(), self.limits_for)
-            if verdict is None:
-                verdict = self.allocations.on_start(self.host(), record, self.gpus.units_of(record)[0])
-            if verdict is not None:
-                self.actuator.carry_out(record, Action(verdict[0], verdict[1]), "gpu-start")
+            self.start_gpus(record, limits or self.limits_for(record.owner))
         if limits is None:
             return
         owned = [r for r in self.store.containers_of(limits.user) if r.id not in self.actuator.pending_stops]
@@ -414,6 +410,20 @@ class Daemon:
         action = outside_slice_action(record, limits, self.config.policies, info.get("HostConfig") or {})
         if action is not None:
             self.actuator.carry_out(record, action, "outside-slice")
+
+    def start_gpus(self, record: ContainerRecord, limits: EffectiveLimits) -> None:
+        """Judge a GPU container that just started: --gpus all, devices kept for someone else (on the
+        allocator's own picture), quota; claim its owner's allocation when it may run."""
+        units = self.gpus.started(record)
+        verdict = (self.gpus.gpus_all_check(record, self.config.policies)
+                   or self.allocations.conflict(self.host(), record, units)
+                   or self.gpus.check_start(record, units, limits, self.store.live_containers(), self.limits_for))
+        if verdict is None or verdict[0] != "stop":
+            self.allocations.claim(record, units)
+        if verdict is not None:
+            if verdict[0] == "stop":
+                self.gpus.forfeit(record)
+            self.actuator.carry_out(record, Action(verdict[0], verdict[1]), "gpu-start")
 
     def just_started(self, record: ContainerRecord, trigger: str) -> bool:
         """A start event, or a container that started while ds01d was not watching."""

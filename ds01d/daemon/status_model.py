@@ -16,19 +16,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ds01d.rules.gpu_units import Inventory, Unit, UnitSample
 from ds01d.rules.lifecycle import Deadline
+from ds01d.rules.placement import Hold
 from ds01d.rules.records import ContainerRecord, GpuState
 
 SCHEMA = 1
 HIDDEN_USER = "(another user)"
-
-
-@dataclass(frozen=True)
-class Hold:
-    container: str
-    owner: str | None
-    name: str
-    units: tuple[str, ...]
-    until: float | None        # None: until the container is removed
 
 
 @dataclass(frozen=True)

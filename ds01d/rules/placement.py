@@ -10,15 +10,59 @@ The seeds' rules, in order:
   lower-priority users share only among themselves.
 - Never a device reserved for, allocated to or held for someone else; never past the
   user's GPU quota (a whole GPU counts as all its MIG instances).
+
+`picture` is the one place that says what keeps a device from whom, containers nobody
+owns included; the allocator chooses from it and the start check (`kept_from`) judges a
+starting container against it, so a device the allocator hands out is never one the
+start check stops a container for.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, TypeGuard
 
 from ds01d.rules.gpu_units import Unit, gpu_equivalents
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What keeps a unit for one user: a configured reservation, a pending allocation, or
+    a hold after that user's container stopped."""
+
+    kind: str                       # "reserved" | "allocated" | "held", strongest first
+    user: str
+    until: float | None             # None: held until the stopped container is removed
+    container: str = ""             # the stopped container a hold keeps the unit for
+    note: str = ""                  # why a reservation was made
+
+    def phrase(self) -> str:
+        return f"{_VERBS[self.kind]} {self.user}"
+
+
+_VERBS = {"reserved": "reserved for", "allocated": "allocated to", "held": "held for"}
+
+
+@dataclass(frozen=True)
+class Hold:
+    """A stopped container whose devices are kept for its owner until `until`."""
+
+    container: str
+    owner: str | None
+    name: str
+    units: tuple[str, ...]
+    until: float | None        # None: until the container is removed
+
+
+@dataclass(frozen=True)
+class Running:
+    """A running container on its units, as the allocator sees it."""
+
+    owner: str | None
+    priority: int
+    name: str
+    units: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -27,22 +71,69 @@ class UnitLoad:
 
     unit: Unit
     users: tuple[tuple[str, int], ...] = ()     # (user, priority) of containers running on it
-    claimed_by: str | None = None               # a hold or a pending allocation keeps it for this user
-    claimed_until: float | None = None
-    reserved_for: str | None = None             # a configured reservation, active now
-    reserved_until: float | None = None
+    claims: tuple[Claim, ...] = ()              # strongest first
+    unowned: tuple[str, ...] = ()               # names of running containers nobody owns
 
     @property
     def load(self) -> int:
-        return len(self.users)
+        return len(self.users) + len(self.unowned)
 
-    def taken_for(self, user: str) -> str | None:
-        """Why `user` may not have this unit (or None when they may)."""
-        if self.reserved_for is not None and self.reserved_for != user:
-            return f"reserved for {self.reserved_for}"
-        if self.claimed_by is not None and self.claimed_by != user:
-            return f"held for {self.claimed_by}"
-        return None
+    def taken_for(self, user: str | None) -> Claim | None:
+        """What keeps this unit from `user` (None when nothing does)."""
+        return next((c for c in self.claims if c.user != user), None)
+
+
+def keeps_after_stop(owner: str | None) -> TypeGuard[str]:
+    """Whether a stopped container's devices are held for it: a hold keeps a device for its
+    owner's return, and a container nobody owns (root's and system accounts' included) has
+    no one to keep it for, so its devices are free the moment it stops."""
+    return owner is not None
+
+
+def picture(units: Sequence[Unit], running: Iterable[Running], holds: Iterable[Hold],
+            claims: Iterable[tuple[Iterable[str], Claim]]) -> list[UnitLoad]:
+    """Every unit with what runs on it and what keeps it, by one rule for everyone:
+
+    - a running container occupies its units until it has stopped (one ds01d is stopping
+      too: the device is busy until the stop is done); one nobody owns occupies them for
+      everyone (there is no owner or priority to share with), and the allocator names it;
+    - a hold keeps the units for its owner only while `keeps_after_stop` says so;
+    - reservations and pending allocations (`claims`) keep the units for their user.
+    """
+    users: dict[str, dict[str, int]] = {}
+    unowned: dict[str, list[str]] = {}
+    for run in running:
+        for uuid in run.units:
+            if run.owner is None:
+                unowned.setdefault(uuid, []).append(run.name)
+            else:
+                users.setdefault(uuid, {}).setdefault(run.owner, run.priority)
+    kept: dict[str, list[Claim]] = {}
+    for uuids, claim in claims:
+        for uuid in uuids:
+            kept.setdefault(uuid, []).append(claim)
+    for hold in holds:
+        if keeps_after_stop(hold.owner):
+            for uuid in hold.units:
+                kept.setdefault(uuid, []).append(Claim("held", hold.owner, hold.until, hold.name))
+    order = list(_VERBS)
+    return [UnitLoad(u, tuple(users.get(u.uuid, {}).items()),
+                     tuple(sorted(dict.fromkeys(kept.get(u.uuid, [])), key=lambda c: order.index(c.kind))),
+                     tuple(unowned.get(u.uuid, ())))
+            for u in units]
+
+
+def kept_from(user: str | None, uuids: Iterable[str], loads: Sequence[UnitLoad]) -> list[tuple[Unit, Claim]]:
+    """The units of a starting container of `user` that something keeps for someone else: the
+    very test (`UnitLoad.taken_for`) the allocator applies before handing a unit out."""
+    by_uuid = {load.unit.uuid: load for load in loads}
+    found = []
+    for uuid in dict.fromkeys(uuids):
+        load = by_uuid.get(uuid)
+        claim = load.taken_for(user) if load is not None else None
+        if load is not None and claim is not None:
+            found.append((load.unit, claim))
+    return found
 
 
 @dataclass(frozen=True)
@@ -76,9 +167,9 @@ def usable(load: UnitLoad, ask: Ask) -> bool:
     """Free for this user, or shareable with users of exactly their priority."""
     if load.taken_for(ask.user) is not None:
         return False
-    if not load.users:
+    if not load.load:
         return True
-    return ask.allow_sharing and all(p == ask.priority for _, p in load.users) and \
+    return ask.allow_sharing and not load.unowned and all(p == ask.priority for _, p in load.users) and \
         all(u != ask.user for u, _ in load.users)
 
 
@@ -121,7 +212,7 @@ def _whole_gpus(ask: Ask, loads: Sequence[UnitLoad]) -> list[list[Unit]]:
     for load in loads:
         by_gpu.setdefault(load.unit.gpu_uuid, []).append(load)
     free = [[l.unit for l in group] for group in by_gpu.values()
-            if all(not l.users and l.taken_for(ask.user) is None for l in group)]
+            if all(not l.load and l.taken_for(ask.user) is None for l in group)]
     return sorted(free, key=lambda units: (len(units) > 1, units[0].gpu_index))
 
 
@@ -133,10 +224,10 @@ def _why_none(ask: Ask, loads: Sequence[UnitLoad]) -> str:
     for load in loads:
         taken = load.taken_for(ask.user)
         if taken is not None:
-            until = load.reserved_until if load.reserved_for else load.claimed_until
-            busy.append(f"{load.unit.index} {taken}" + (f" until {_hm(until)}" if until else ""))
-        elif load.users:
-            busy.append(f"{load.unit.index} in use by {', '.join(u for u, _ in load.users)}")
+            busy.append(f"{load.unit.index} {taken.phrase()}" + (f" until {_hm(taken.until)}" if taken.until else ""))
+        elif load.load:
+            who = [u for u, _ in load.users] + [f"an unowned container {name}" for name in load.unowned]
+            busy.append(f"{load.unit.index} in use by {', '.join(who)}")
     return "no device fits: " + "; ".join(busy)
 
 
@@ -147,4 +238,5 @@ def _hm(ts: float) -> str:
 def used_by(user: str, loads: Iterable[UnitLoad]) -> float:
     """GPU-equivalents a user already has: units they run on, hold or were allocated."""
     return gpu_equivalents(l.unit for l in loads
-                           if any(u == user for u, _ in l.users) or l.claimed_by == user)
+                           if any(u == user for u, _ in l.users) or
+                           any(c.user == user and c.kind != "reserved" for c in l.claims))
