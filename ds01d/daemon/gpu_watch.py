@@ -137,6 +137,11 @@ class GpuWatch:
             return rec.finished_at or 0.0
         return hold_end(rec.finished_at, limits.lifecycle("gpu_hold_after_stop", rec.kind))
 
+    def judged(self, record: ContainerRecord) -> bool:
+        """Whether this run of the container was judged already: Docker replays the last event
+        handled before a restart (`since` is inclusive), and a reconcile sees starts it may have handled."""
+        return record.started_at is not None and self.gpu.judged_run(record.id) == record.started_at
+
     def started(self, record: ContainerRecord) -> list[Unit]:
         """Record the units of a container that just started; its previous run's extensions end."""
         units, _ = self.units_of(record)

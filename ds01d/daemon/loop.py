@@ -397,7 +397,7 @@ class Daemon:
         action = unowned_action(record, self.config.policies)
         if action is not None:
             self.actuator.carry_out(record, action, "unowned")
-        if record.wants_gpu and self.just_started(record, trigger):
+        if record.wants_gpu and self.just_started(record, trigger) and not self.gpus.judged(record):
             self.start_gpus(record, limits or self.limits_for(record.owner))
         if limits is None:
             return
@@ -424,6 +424,9 @@ class Daemon:
             if verdict[0] == "stop":
                 self.gpus.forfeit(record)
             self.actuator.carry_out(record, Action(verdict[0], verdict[1]), "gpu-start")
+        # Judged once per run: after this, a replayed start event or a restart leaves its
+        # idle clock, extensions and hold alone (marked last: a kill -9 before it judges again).
+        self.gpus.gpu.set_judged_run(record.id, record.started_at or 0.0, self.clock())
 
     def just_started(self, record: ContainerRecord, trigger: str) -> bool:
         """A start event, or a container that started while ds01d was not watching."""

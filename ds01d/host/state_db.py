@@ -116,6 +116,11 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX allocations_pending ON allocations(status) WHERE status = 'pending';
     """,
+    # 5: the run (State.StartedAt) whose start was judged, so a replayed start event or a
+    # restart never judges it again (nor clears its extensions and idle clock)
+    """
+    ALTER TABLE gpu_state ADD COLUMN judged_run REAL;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -272,6 +277,14 @@ class GpuStore:
                activity=excluded.activity, released=excluded.released, updated=excluded.updated""",
             (state.container, json.dumps(list(state.units)), state.idle_since, state.verdict, state.why,
              state.activity, state.released, now))
+
+    def judged_run(self, container: str) -> float | None:
+        row = self.execute("SELECT judged_run FROM gpu_state WHERE container=?", (container,)).fetchone()
+        return row[0] if row else None
+
+    def set_judged_run(self, container: str, started_at: float, now: float) -> None:
+        self.execute("INSERT INTO gpu_state(container, judged_run, updated) VALUES(?,?,?) ON CONFLICT(container) "
+                     "DO UPDATE SET judged_run=excluded.judged_run", (container, started_at, now))
 
     def warned(self, container: str, rule: str, deadline: float) -> set[int]:
         rows = self.execute("SELECT lead FROM warnings WHERE container=? AND rule=? AND deadline=?",
