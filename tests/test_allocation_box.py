@@ -132,7 +132,7 @@ def test_a_waiter_that_hangs_up_leaves_the_queue_and_gets_nothing(env, box, box_
     assert refused and len(queue(box)) == 4
     for client in clients:
         client.communicate("\n", timeout=10)   # Ctrl-C, as it were
-    box.wait_until(lambda: queue(box) == [], 3.0, what="the queue emptied by the hang-ups")
+    box.wait_until(lambda: queue(box) == [], 10.0, what="the queue emptied by the hang-ups")
     box.docker("rm", "-f", occupiers[0])
     got = json.loads(box.run([box.tool("ds01d"), "allocate", "--json", "--user", "dave", "--full", "--wait", "20s"],
                              timeout=30).stdout)

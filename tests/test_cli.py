@@ -99,8 +99,8 @@ def test_usage_reports_gpu_seconds_per_user(tmp_path, capsys):
     assert lines[3].split() == ["alice", "2", "1.00", "0.50", "0.10", "31%"]
 
 
-def test_usage_without_a_database_says_so(tmp_path, capsys):
+def test_usage_without_a_database_or_a_daemon_says_so(tmp_path, capsys):
     cfg = tmp_path / "ds01.yaml"
-    cfg.write_text(f"daemon: {{state_dir: {tmp_path}/none}}\n")
-    assert main(["usage", "--config", str(cfg)]) == 1
-    assert "no state database yet" in capsys.readouterr().err
+    cfg.write_text(f"daemon: {{state_dir: {tmp_path}/none, socket_path: {tmp_path}/none.sock}}\n")
+    assert main(["usage", "--config", str(cfg)]) == 2
+    assert f"ds01d is not running (nothing answers on {tmp_path}/none.sock)" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from ds01d.daemon.request_args import (
     MAX_WAIT_S,
     AllocateArgs,
     ReloadArgs,
+    UsageArgs,
     BadRequest,
     ExtendArgs,
     ReleaseArgs,
@@ -88,7 +89,7 @@ def test_any_json_is_a_typed_value_or_one_sentence(action, body):
     except BadRequest as exc:
         assert str(exc) and "\n" not in str(exc) and len(str(exc)) <= 200
     else:
-        assert isinstance(value, (AllocateArgs, ReleaseArgs, ExtendArgs, ReloadArgs))
+        assert isinstance(value, (AllocateArgs, ReleaseArgs, ExtendArgs, ReloadArgs, UsageArgs))
 
 
 def test_reload_takes_no_arguments():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import signal
 import sys
 from typing import Callable, Sequence
@@ -102,10 +103,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    """GPU-seconds per user from the state database, busy and idle, since a day."""
+    """GPU-seconds per user, busy and idle, since a day: from the state database where this
+    user may read it (root), else from the daemon (which shows others as the config says)."""
     from ds01d.config.quantities import parse_duration
-    from ds01d.host.state_db import GpuStore, StateError, Store
-
     try:
         config = load_config(args.config)
         since = parse_duration(args.since)
@@ -116,30 +116,37 @@ def cmd_usage(args: argparse.Namespace) -> int:
         print(f"ds01d usage: --since: {exc}", file=sys.stderr)
         return EXIT_USAGE
     path = f"{config.daemon.state_dir}/state.db"
+    doc = _usage_from_file(path, since) if os.access(path, os.R_OK) else \
+        _ask(args, "usage", "POST", "/v1/usage", {"since_s": since})
+    if isinstance(doc, int):
+        return doc
+    if args.json:
+        print(json.dumps(doc, indent=2))
+        return EXIT_OK
+    print(f"GPU time since {doc['since']} (UTC), in GPU-hours (a MIG instance counts as its share of a GPU)")
+    print(f"{'user':<20} {'containers':>10} {'busy':>9} {'idle':>9} {'unknown':>9} {'idle %':>7}")
+    for u in doc["users"]:
+        total = u["busy_gpu_seconds"] + u["idle_gpu_seconds"] + u["unknown_gpu_seconds"]
+        idle_pct = f"{100 * u['idle_gpu_seconds'] / total:.0f}%" if total else "-"
+        print(f"{printable(u['user']):<20} {u['containers']:>10} {u['busy_gpu_seconds'] / 3600:>9.2f} "
+              f"{u['idle_gpu_seconds'] / 3600:>9.2f} {u['unknown_gpu_seconds'] / 3600:>9.2f} {idle_pct:>7}")
+    if not doc["users"]:
+        print("(no GPU use recorded)")
+    return EXIT_OK
+
+
+def _usage_from_file(path: str, since: int) -> dict | int:
+    from ds01d.host.state_db import GpuStore, StateError, Store
     try:
         store = Store(path, readonly=True)
     except (StateError, OSError) as exc:
         print(f"ds01d usage: cannot read {path}: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     first_day = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=since)).date()
-    rows = GpuStore(store).usage_by_user(first_day.isoformat())
-    store.close()
-    users = [{"user": r["user"], "containers": r["containers"], "busy_gpu_seconds": round(r["busy_s"], 1),
-              "idle_gpu_seconds": round(r["idle_s"], 1), "unknown_gpu_seconds": round(r["unknown_s"], 1)}
-             for r in rows]
-    if args.json:
-        print(json.dumps({"since": first_day.isoformat(), "users": users}, indent=2))
-        return EXIT_OK
-    print(f"GPU time since {first_day} (UTC), in GPU-hours (a MIG instance counts as its share of a GPU)")
-    print(f"{'user':<20} {'containers':>10} {'busy':>9} {'idle':>9} {'unknown':>9} {'idle %':>7}")
-    for u in users:
-        total = u["busy_gpu_seconds"] + u["idle_gpu_seconds"] + u["unknown_gpu_seconds"]
-        idle_pct = f"{100 * u['idle_gpu_seconds'] / total:.0f}%" if total else "-"
-        print(f"{printable(u['user']):<20} {u['containers']:>10} {u['busy_gpu_seconds'] / 3600:>9.2f} "
-              f"{u['idle_gpu_seconds'] / 3600:>9.2f} {u['unknown_gpu_seconds'] / 3600:>9.2f} {idle_pct:>7}")
-    if not users:
-        print("(no GPU use recorded)")
-    return EXIT_OK
+    try:
+        return {"since": first_day.isoformat(), "users": GpuStore(store).usage_summary(first_day.isoformat())}
+    finally:
+        store.close()
 
 
 def _socket(config_path: str) -> str:

@@ -22,6 +22,7 @@ from ds01d.host.decision_log import DecisionLog
 from ds01d.host.docker_engine import CONNECTION_ERRORS, DockerAdapter
 from ds01d.host.messages import run_notify_command, tell_user
 from ds01d.rules.enforcement import Action
+from ds01d.rules.privacy import NOBODY_HIDDEN, Redactor
 from ds01d.rules.records import ContainerRecord
 
 
@@ -46,8 +47,10 @@ class Actuator:
 
     def __init__(self, config: Callable[[], Config], log: DecisionLog,
                  docker_factory: Callable[[], DockerAdapter], docker: Callable[[], DockerAdapter | None],
-                 report: Callable[[object], None], on_error: Callable[[str, str | None], None]):
+                 report: Callable[[object], None], on_error: Callable[[str, str | None], None],
+                 reader_for: Callable[[str | None], Redactor] = lambda owner: NOBODY_HIDDEN):
         self.config = config
+        self.reader_for = reader_for
         self.log = log
         self.docker_factory = docker_factory
         self.docker = docker
@@ -113,7 +116,9 @@ class Actuator:
     # --- off the loop -----------------------------------------------------------------
 
     def tell(self, record: ContainerRecord, action: str, text: str, deadline: float | None) -> None:
-        """The owner's terminals and the admin's notify command, off the main loop."""
+        """The owner's terminals and the admin's notify command, off the main loop; both may reach
+        the owner, so other users' names are hidden where show_other_users is false."""
+        text = self.reader_for(record.owner).text(text)
         argv = self.config().policies.notify_command
         fields = {"DS01_USER": record.owner or "", "DS01_CONTAINER": record.id, "DS01_CONTAINER_NAME": record.name,
                   "DS01_ACTION": action, "DS01_REASON": text, "DS01_DEADLINE": "" if deadline is None else

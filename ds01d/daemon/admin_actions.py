@@ -9,6 +9,7 @@ action taken is journalled with who asked.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 from typing import Any, Callable, Protocol
 
 from ds01d.config import Config
@@ -17,7 +18,7 @@ from ds01d.daemon.allocation_service import Allocations, Host
 from ds01d.daemon.gpu_watch import GpuWatch
 from ds01d.daemon.status_model import Caller, iso
 from ds01d.daemon.reload import ReloadOutcome
-from ds01d.daemon.request_args import ExtendArgs, ReleaseArgs, ReloadArgs
+from ds01d.daemon.request_args import ExtendArgs, ReleaseArgs, ReloadArgs, UsageArgs
 from ds01d.daemon.status_server import AdminRequest, deliver
 from ds01d.host.decision_log import DecisionLog
 from ds01d.host.state_db import Store
@@ -61,22 +62,28 @@ class AdminActions:
                 result = self.extend(request.args, request.caller)
             elif isinstance(request.args, ReloadArgs):
                 result = self.reload(request.caller)
+            elif isinstance(request.args, UsageArgs):
+                result = self.usage(request.args, request.caller)
             else:
                 result = (404, {"error": f"no such action {request.action}"})
         except Exception as exc:  # the caller gets the error; the daemon goes on
             result = (500, {"error": f"{type(exc).__name__}: {exc}"})
         deliver(request.reply, result)
 
-    def find_container(self, ref: str) -> ContainerRecord | None:
-        """A live container by name, or by an id prefix of at least 6 characters."""
+    def find_container(self, ref: str, caller: Caller) -> ContainerRecord | None:
+        """A live container by name, or by an id prefix of at least 6 characters.  Where other
+        users are not shown, a non-admin finds only their own (another user's container is
+        "no container", not "not yours": its existence is not theirs to learn)."""
         live = self.daemon.store.live_containers()
+        if not (self.daemon.config.daemon.show_other_users or caller.admin):
+            live = [r for r in live if r.owner == caller.user]
         return next((r for r in live if r.name == ref), None) or \
             next((r for r in live if len(ref) >= 6 and r.id.startswith(ref)), None)
 
     def release(self, args: ReleaseArgs, caller: Caller) -> Answer:
         """End a hold now: for admins, and for the owner (who gives up their own reservation)."""
         d = self.daemon
-        rec = self.find_container(args.container)
+        rec = self.find_container(args.container, caller)
         if rec is None:
             return 404, {"error": f"no container {args.container!r}"}
         if not caller.admin and caller.user != rec.owner:
@@ -93,7 +100,7 @@ class AdminActions:
     def extend(self, args: ExtendArgs, caller: Caller) -> Answer:
         """Push a running container's next stop; owners up to policies.max_extension in all."""
         d = self.daemon
-        rec = self.find_container(args.container)
+        rec = self.find_container(args.container, caller)
         seconds = args.seconds
         if rec is None:
             return 404, {"error": f"no container {args.container!r}"}
@@ -128,6 +135,16 @@ class AdminActions:
         if outcome.config is None:
             return 409, {"error": f"{outcome.refused}; the running config stays in force"}
         return 200, {"applied": outcome.config.path, "restart_needed": list(outcome.restart_needed)}
+
+    def usage(self, args: UsageArgs, caller: Caller) -> Answer:
+        """GPU-seconds per user since a day: everyone's for admins and where other users are
+        shown, else the caller's own (the state file itself is root-only)."""
+        d = self.daemon
+        first_day = dt.datetime.fromtimestamp(d.clock() - args.since_s, dt.timezone.utc).date()
+        users = d.gpus.gpu.usage_summary(first_day.isoformat())
+        if not (caller.admin or d.config.daemon.show_other_users):
+            users = [u for u in users if u["user"] == caller.user]
+        return 200, {"since": first_day.isoformat(), "users": users}
 
 
 def whose(rec: ContainerRecord) -> str:

@@ -59,6 +59,7 @@ from ds01d.rules.container_facts import build_record
 from ds01d.rules.enforcement import Action, excess_running, max_containers_reason, outside_slice_action, unowned_action
 from ds01d.rules.gpu_units import gpu_equivalents
 from ds01d.rules.limits import EffectiveLimits, resolve
+from ds01d.rules.privacy import NOBODY_HIDDEN, Redactor
 from ds01d.rules.placement import Hold
 from ds01d.rules.records import ContainerRecord
 
@@ -132,7 +133,7 @@ class Daemon:
         self.reload_refused: str | None = None  # until a reload succeeds: the running config is not the file
         self.slice_keeper = SliceKeeper(slices_factory, self.log, self.error)
         self.actuator = Actuator(lambda: self.config, self.log, docker_factory, lambda: self.docker,
-                                 self.events.put, self.error)
+                                 self.events.put, self.error, self.reader_for)
         self._unix: tuple[float, dict[str, frozenset[str]]] | None = None
         self._limits: dict[str | None, EffectiveLimits] = {}
         self.gpus = GpuWatch(self.store, clock, nvml_open)
@@ -506,7 +507,28 @@ class Daemon:
             recent=recent, docker_connected=self.docker is not None, cpu_only=self.gpus.cpu_only,
             sampling_interval=self.config.daemon.sampling_interval,
             show_other_users=self.config.daemon.show_other_users, quota_of=self.quota_function(),
-            queue=tuple(self.allocations.queue(now)))
+            queue=tuple(self.allocations.queue(now)), known_users=self.known_users(records))
+
+    def known_users(self, records: tuple[ContainerRecord, ...] | None = None) -> frozenset[str]:
+        """Every name ds01d's sentences might mention: owners, allocations, reservations and the
+        config's people, so that text for a non-admin can hide all but their own."""
+        records = records if records is not None else tuple(self.store.live_containers())
+        names = {r.owner for r in records if r.owner}
+        names.update(user for _, user, _, _ in self.gpus.gpu.pending_allocations())
+        names.update(w.user for w in self.allocations.waiters)
+        names.update(self.config.overrides)
+        for group in self.config.groups.values():
+            names.update(group.members)
+        for members in self.unix_members().values():
+            names.update(members)
+        return frozenset(names)
+
+    def reader_for(self, owner: str | None) -> Redactor:
+        """What `owner` may read of other users' names (their terminal, their notification)."""
+        if self.config.daemon.show_other_users:
+            return NOBODY_HIDDEN
+        records = tuple(self.store.live_containers())
+        return Redactor(self.known_users(records), owner, {r.name: r.owner for r in records})
 
     def quota_function(self) -> Callable[[str], float | None]:
         """A caller's GPU quota, for the socket's threads: pure over this config and day."""

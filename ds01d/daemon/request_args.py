@@ -16,6 +16,7 @@ from typing import Any, Callable, Union
 MAX_COUNT = 64
 MAX_WAIT_S = 24 * 3600             # an allocation request waits a day at most
 MAX_EXTEND_S = 30 * 24 * 3600      # one extension pushes a stop by a month at most
+MAX_USAGE_S = 10 * 366 * 86400     # ten years of usage at most
 MAX_CONTAINER_REF = 128            # Docker names are far shorter; ids are 64 hex digits
 #: Login names as useradd(8) allows them by default (and at most 32 characters).
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}[a-z0-9_$-]?")
@@ -51,11 +52,18 @@ class ExtendArgs:
 
 
 @dataclass(frozen=True)
+class UsageArgs:
+    """`POST /v1/usage`: GPU time per user since `since_s` seconds ago (non-admins: as shown)."""
+
+    since_s: int = 7 * 86400
+
+
+@dataclass(frozen=True)
 class ReloadArgs:
     """`POST /v1/reload`: read the config file again (root and admins; what ExecReload runs)."""
 
 
-ActionArgs = Union[AllocateArgs, ReleaseArgs, ExtendArgs, ReloadArgs]
+ActionArgs = Union[AllocateArgs, ReleaseArgs, ExtendArgs, ReloadArgs, UsageArgs]
 
 
 def whole_number(name: str, low: int, high: int) -> Callable[[Any], int]:
@@ -103,6 +111,7 @@ _ACTIONS: dict[str, tuple[type, dict[str, tuple[Callable[[Any], Any], bool]]]] =
     "extend": (ExtendArgs, {"container": (container_ref, True),
                             "seconds": (whole_number("seconds", 1, MAX_EXTEND_S), True)}),
     "reload": (ReloadArgs, {}),
+    "usage": (UsageArgs, {"since_s": (whole_number("since_s", 0, MAX_USAGE_S), False)}),
 }
 ACTIONS = tuple(_ACTIONS)
 

@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, Sequence
 from ds01d.rules.gpu_units import Inventory, Unit, UnitSample
 from ds01d.rules.lifecycle import Deadline
 from ds01d.rules.placement import Hold
+from ds01d.rules.privacy import NOBODY_HIDDEN, Redactor
 from ds01d.rules.records import ContainerRecord, GpuState
 
 SCHEMA = 1
@@ -49,6 +50,14 @@ class StatusView:
     cpu_only: str | None = None
     sampling_interval: int = 10
     show_other_users: bool = True
+    known_users: frozenset[str] = frozenset()    # every name ds01d might mention, for `reader`
+
+
+def reader(view: StatusView, caller: Caller) -> Redactor:
+    """What hides other users' names in text for this caller (nothing, for admins or when shown)."""
+    if view.show_other_users or caller.admin:
+        return NOBODY_HIDDEN
+    return Redactor(view.known_users, caller.user, {r.name: r.owner for r in view.records})
 
 
 def iso(ts: float | None) -> str | None:

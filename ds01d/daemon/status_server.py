@@ -35,7 +35,8 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlparse
 
 from ds01d.daemon.request_args import ACTIONS, ActionArgs, BadRequest, parse_args
-from ds01d.daemon.status_model import Caller, StatusView, build, build_admin
+from ds01d.daemon.status_model import Caller, StatusView, build, build_admin, reader
+from ds01d.rules.privacy import NOBODY_HIDDEN, Redactor
 
 ADMIN_ACTIONS = ACTIONS
 MAX_BODY = 16 * 1024              # the largest action body is well under 1 KiB
@@ -121,10 +122,17 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def _caller(self) -> Caller:
-        return self.server.app.caller(self.client_address)
+        """Who asks (from the kernel), and from then on what of other users' names they may read."""
+        caller = self.server.app.caller(self.client_address)
+        self.reader = reader(self.server.app.view, caller)
+        return caller
+
+    reader: Redactor = NOBODY_HIDDEN
 
     def _send(self, code: int, body: dict[str, Any]) -> None:
-        data = (json.dumps(body, indent=1) + "\n").encode()
+        """Every answer, errors included, passes the caller's reader: no other user's name
+        leaks through a refusal when show_other_users is false."""
+        data = (json.dumps(self.reader.tree(body), indent=1) + "\n").encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
@@ -162,6 +170,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         reply: concurrent.futures.Future = concurrent.futures.Future()
         caller = self._caller()
+        self.reader = self.reader.sparing(v for v in vars(args).values() if isinstance(v, str))
         self.server.app.submit(AdminRequest(action, args, caller, reply))
         answer = self._await(reply)
         if answer is None:

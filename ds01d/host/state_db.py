@@ -340,6 +340,13 @@ class GpuStore:
                ORDER BY sum(busy_s + idle_s + unknown_s) DESC""", (since_day,)).fetchall()
 
 
+    def usage_summary(self, since_day: str) -> list[dict[str, Any]]:
+        """`usage_by_user` as `ds01d usage --json` shows it (GPU-seconds, rounded)."""
+        return [{"user": r["user"], "containers": r["containers"], "busy_gpu_seconds": round(r["busy_s"], 1),
+                 "idle_gpu_seconds": round(r["idle_s"], 1), "unknown_gpu_seconds": round(r["unknown_s"], 1)}
+                for r in self.usage_by_user(since_day)]
+
+
 def _record(row: sqlite3.Row) -> ContainerRecord:
     return ContainerRecord(
         id=row["id"], name=row["name"], image=row["image"], owner=row["owner"],
