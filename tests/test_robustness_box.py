@@ -187,3 +187,26 @@ def test_a_hung_dockerd_does_not_stall_ds01d(watched, box):
         box.run(["kill", "-CONT", dockerd])
     box.wait_until(lambda: "Docker connected" in watched.show("StatusText")["StatusText"], 10.0,
                    what="ds01d back with dockerd")
+
+
+REFUSALS = """\
+import json, socket, sys
+codes = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket(socket.AF_UNIX); s.connect("/run/ds01/ds01d.sock")
+    body = json.dumps({"wait_s": 0}).encode()
+    s.sendall(b"POST /v1/allocate HTTP/1.0\\r\\nContent-Length: %d\\r\\n\\r\\n" % len(body) + body)
+    codes.append(s.makefile("rb").readline().split()[1].decode())
+    s.close()
+print(" ".join(codes))
+"""
+
+
+def test_refusals_a_user_provokes_are_rate_limited_in_the_journal(watched, box):
+    """200 refused allocations in a row: each is answered, the journal (everyone's) gets a few."""
+    cursor = box.journal_cursor()
+    out = box.run_as(MALLORY, ["python3", "-c", REFUSALS, "200"], timeout=120).stdout.split()
+    assert len(out) == 200 and set(out) == {"409"}, out[:5]
+    said = box.journal("DS01_USER=mallory", "DS01_ACTION=allocate-refused", since_cursor=cursor)
+    assert 1 <= len(said) <= 5
+    assert status_answers(box)

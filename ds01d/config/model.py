@@ -92,6 +92,7 @@ class DaemonSettings:
     socket_path: str = "/run/ds01/ds01d.sock"
     admin_group: str | None = "ds01-admin"
     show_other_users: bool = True
+    audit_retention: int | None = 90 * 86400   # seconds of audit trail kept; None: forever
 
 
 @dataclass(frozen=True)

@@ -194,6 +194,7 @@ DAEMON_PARSERS: dict[str, Parser] = {
     "socket_path": abs_path,
     "admin_group": nullable(name),
     "show_other_users": boolean,
+    "audit_retention": nullable(positive_duration),
 }
 
 POLICY_PARSERS: dict[str, Parser] = {

@@ -115,7 +115,8 @@ class Allocations:
         if answer.granted:
             self.hand_over(host, user, answer, caller, reply)
         elif not answer.wait or wait <= 0:
-            self.log.record("allocate-refused", answer.reason, user=user, priority=syslog.LOG_WARNING)
+            self.log.record("allocate-refused", answer.reason, user=user, priority=syslog.LOG_WARNING,
+                            throttled=True)
             deliver(reply, (409, {"error": answer.reason}))
         elif sum(1 for w in self.waiters if w.user == user) >= MAX_WAITING_PER_USER:
             deliver(reply, (429, {"error": f"{user} already has {MAX_WAITING_PER_USER} allocation requests "
@@ -125,7 +126,8 @@ class Allocations:
             self.waiters.append(Waiter((-priority, next(self._arrivals)), user, args, host.now + wait,
                                        host.now, reply))
             self.waiters.sort()
-            self.log.record("allocate-wait", f"waiting up to {format_duration(wait)}: {answer.reason}", user=user)
+            self.log.record("allocate-wait", f"waiting up to {format_duration(wait)}: {answer.reason}", user=user,
+                            throttled=True)
 
     def grant(self, host: Host, user: str, answer: Answer, caller: Caller) -> tuple[int, dict[str, Any]]:
         timeout = host.config.policies.allocation_timeout
@@ -158,7 +160,7 @@ class Allocations:
         """Nobody will read this grant: the devices go back to everyone now, not at expiry."""
         if self.gpu.close_allocation(allocation_id, "client gone"):
             self.log.record("allocate-abandoned", "the client left before reading its allocation; released",
-                            user=user, details={"id": allocation_id})
+                            user=user, details={"id": allocation_id}, throttled=True)
 
     def serve_waiters(self, host: Host) -> None:
         """Highest priority first, then first come; each gets whatever fits now."""

@@ -38,6 +38,7 @@ import time
 from typing import Any, Callable
 
 from ds01d.config import Config, ConfigError
+from ds01d.config.quantities import format_duration
 from ds01d.daemon.actuator import Actuator, StopDone, WorkerError
 from ds01d.daemon.admin_actions import AdminActions
 from ds01d.daemon.allocation_service import Allocations, Host
@@ -67,6 +68,7 @@ TICK = 0.2
 STATUS_EVERY = 1.0            # seconds between STATUS= refreshes (a query over every container)
 FEED_EVERY = 0.5              # seconds between watchdog pings while a Docker call is under way
 UNIX_CACHE_SECONDS = 60.0
+PRUNE_EVERY = 3600.0          # seconds between prunings of the audit trail (audit_retention)
 RESTORE_EVERY = 10.0          # seconds between attempts to write an in-memory state back to disk
 #: Event actions that say nothing about a container's owner, limits or state.
 _QUIET_ACTIONS = frozenset({"exec_create", "exec_start", "exec_die", "exec_detach", "attach", "detach", "resize",
@@ -119,6 +121,7 @@ class Daemon:
         for message, bad in self.store.file.told:   # what happened to the file while opening it
             self.state_news(message, bad)
         self.next_restore = 0.0
+        self.next_prune = 0.0
         self.events = Inbox(rank)
         self.docker: DockerAdapter | None = None
         self.connector = DockerConnector(docker_factory, self.events.put)
@@ -458,9 +461,21 @@ class Daemon:
             self.gpus.run_pass(self.store.live_containers(), self.limits_for, self.config.policies, interval,
                                self.actuator),
             self.allocations.expire(self.clock())))
+        self.step("pruning the audit trail", self.prune)
         self.last_alive = self.clock()
         self.store.set_meta("last_alive", repr(self.last_alive))
         self.dirty = True
+
+    def prune(self) -> None:
+        """Keep the audit trail to `daemon.audit_retention` (checked hourly)."""
+        keep = self.config.daemon.audit_retention
+        if keep is None or time.monotonic() < self.next_prune:
+            return
+        self.next_prune = time.monotonic() + PRUNE_EVERY
+        counts = self.store.prune(self.clock() - keep)
+        if any(counts.values()):
+            self.log.record("audit-pruned", f"forgot {counts['audit']} audit entries and {counts['containers']} "
+                            f"removed containers older than {format_duration(keep)} (audit_retention)")
 
     def limits_for(self, owner: str | None) -> EffectiveLimits:
         """The owner's limits (an unowned container gets the default group's), cached for one pass."""

@@ -241,6 +241,19 @@ class Store:
             (ts, action, user, container, container_name, group, slice_name, reason,
              json.dumps(details or {}, sort_keys=True)))
 
+    def prune(self, before: float) -> dict[str, int]:
+        """Forget audit entries, and containers removed, before `before`, with what ds01d kept
+        about those containers; GPU-seconds (`usage`) stay for the monthly report."""
+        with self.transaction():
+            gone = "SELECT id FROM containers WHERE removed_at IS NOT NULL AND removed_at < ?"
+            counts = {"audit": self.execute("DELETE FROM audit WHERE ts < ?", (before,)).rowcount}
+            for table in ("gpu_state", "warnings", "extensions"):
+                self.execute(f"DELETE FROM {table} WHERE container IN ({gone})", (before,))
+            self.execute("DELETE FROM allocations WHERE status != 'pending' AND created < ?", (before,))
+            counts["containers"] = self.execute(
+                "DELETE FROM containers WHERE removed_at IS NOT NULL AND removed_at < ?", (before,)).rowcount
+        return counts
+
     def audit(self, limit: int = 100, user: str | None = None) -> list[sqlite3.Row]:
         if user is None:
             return self.execute("SELECT * FROM audit ORDER BY seq DESC LIMIT ?", (limit,)).fetchall()
