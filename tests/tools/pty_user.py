@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 
-END = b" ***\r\n"
+END = b" ***\r"  # the end of a message of ds01d (the pty turns its \r\n into \r\r\n)
 
 
 def session(slave_name: str) -> int:
