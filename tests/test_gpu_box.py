@@ -112,8 +112,9 @@ def test_busy_then_idle_is_warned_then_stopped_on_time(env, box, box_cleanup):
     warnings = svc.decisions(DS01_CONTAINER=cid, DS01_ACTION="warn-idle")
     assert [w["DS01_REASON"].split("(in ")[1].split(")")[0] for w in warnings] == ["4s", "2s"]
     box.wait_until(lambda: "stop ivan idle-on-1" in notify_output(box), 5.0, what="notify command")
-    assert [line for line in notify_output(box) if "ivan" in line] == [
-        "warn-idle ivan idle-on-1", "warn-idle ivan idle-on-1", "stop ivan idle-on-1"]
+    assert [line for line in notify_output(box) if "ivan" in line] == [  # outside-slice: at its start
+        "warn-outside-slice ivan idle-on-1", "warn-idle ivan idle-on-1", "warn-idle ivan idle-on-1",
+        "stop ivan idle-on-1"]
     gpus.whole[1] = {}
     gpus.write()
 
