@@ -132,8 +132,8 @@ class Actuator:
         try:
             if owner:
                 tell_user(owner, text)
-            error = argv and run_notify_command(argv, fields, timeout, fields["DS01_ACTION"],
-                                                fields["DS01_CONTAINER"])
+            error = run_notify_command(argv, fields, timeout, fields["DS01_ACTION"],
+                                       fields["DS01_CONTAINER"]) if argv else None
         except Exception as exc:  # reported to the loop, which logs it
             error = f"telling {owner or 'nobody'} about {fields['DS01_CONTAINER_NAME']}: {type(exc).__name__}: {exc}"
         if error:
