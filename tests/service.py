@@ -9,6 +9,7 @@ does not wait 20 s.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sqlite3
 import time
@@ -18,6 +19,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 UNIT = "ds01d.service"
 WATCHDOG_SEC = 3
+NOTIFY_USER, NOTIFY_UID = "ds01-notify", 2999  # made by the package (debian/ds01d.sysusers)
 
 
 class Service:
@@ -30,6 +32,7 @@ class Service:
         self.config_path = self.dir / "ds01.yaml"
         self.nvml_scenario = self.dir / "nvml.json" if fake_nvml else None
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.notify_home = add_notify_user(box)
         self.write_config(config_text)
         self.install()
 
@@ -108,6 +111,23 @@ class Service:
     def wait_decision(self, timeout: float = 5.0, **fields: str) -> dict[str, Any]:
         return self.box.wait_until(lambda: (self.decisions(**fields) or [None])[-1], timeout,
                                    what=f"journal entry {fields}")
+
+
+def add_notify_user(box: Any) -> Path:
+    """The user notify commands run as, which the package's sysusers.d file creates; its home
+    (for what a test cannot put in the host's /etc, such as an MTA's config) is in the box's
+    run directory, and is returned."""
+    home = box.run_dir / "ds01-notify-home"
+    home.mkdir(exist_ok=True)
+    os.chown(home, NOTIFY_UID, NOTIFY_UID)
+    box.add_user(NOTIFY_USER, NOTIFY_UID, home=str(home))
+    return home
+
+
+def notify_output(box: Any, unit: str = "ds01-notify-*") -> list[str]:
+    """What notify commands printed (their units' stdout and stderr, in the journal), oldest first."""
+    return [e["MESSAGE"] for e in box.journal(unit=unit)
+            if e.get("_TRANSPORT") == "stdout" and isinstance(e.get("MESSAGE"), str)]
 
 
 def ids_of(box: Any, names: list[str]) -> dict[str, str]:

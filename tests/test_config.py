@@ -82,8 +82,8 @@ def test_unknown_keys_at_every_level():
         "state_dir, socket_path, admin_group, show_other_users, audit_retention)",
         "/etc/ds01/ds01.yaml:3: policies: unknown key 'idle_treshold' (known: idle_threshold, idle_window, "
         "grace_after_start, warning_lead_times, keep_alive_file, keep_alive_max_age, gpus_all, unowned, "
-        "outside_slice, sigterm_grace, notify_command, max_extension, allocation_timeout, allocation_wait, "
-        "allow_sharing, foreign_device)",
+        "outside_slice, sigterm_grace, notify_command, notify_timeout, max_extension, allocation_timeout, "
+        "allocation_wait, allow_sharing, foreign_device)",
         "/etc/ds01/ds01.yaml:4: defaults.idle_timeout: unknown container kind 'jupyter' "
         "(kinds: docker, compose, devcontainer, ds01)",
         "/etc/ds01/ds01.yaml:4: defaults: unknown key 'cpu' (known: cpus, memory_max, memory_high, "

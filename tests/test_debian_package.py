@@ -44,7 +44,8 @@ def test_contents(deb):
     for path in ("/usr/bin/ds01d", "/usr/bin/ds01-gpu-status", "/lib/systemd/system/ds01d.service",
                  "/lib/systemd/system/ds01.slice", "/etc/ds01/ds01.yaml", "/usr/lib/tmpfiles.d/ds01d.conf",
                  "/usr/share/man/man8/ds01d.8.gz", "/usr/share/man/man1/ds01-gpu-status.1.gz",
-                 "/usr/bin/ds01", "/usr/share/man/man1/ds01.1.gz",
+                 "/usr/bin/ds01", "/usr/share/man/man1/ds01.1.gz", "/usr/bin/ds01d-notify-mail",
+                 "/usr/bin/ds01d-notify-webhook", "/usr/lib/sysusers.d/ds01d.conf",
                  "/usr/lib/python3/dist-packages/ds01d/daemon/loop.py"):
         assert path in files, path
     conffiles = subprocess.run(["dpkg-deb", "-I", str(deb), "conffiles"], check=True, capture_output=True,
@@ -57,6 +58,7 @@ def test_contents(deb):
     scripts = subprocess.run(["dpkg-deb", "-I", str(deb), "postinst"], check=True, capture_output=True,
                              text=True).stdout
     assert "deb-systemd-helper" in scripts and "ds01d.service" in scripts  # enabled and started on install
+    assert "systemd-sysusers" in scripts  # the ds01-notify user, for notify commands
 
 
 @pytest.mark.parametrize("package", ["ds01d", "python3-nvidia-ml-py"])

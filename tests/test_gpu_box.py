@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tests.nvml_scenarios import mig_gpu, whole_gpu, write
-from tests.service import Service, ids_of
+from tests.service import Service, ids_of, notify_output
 
 pytestmark = pytest.mark.box
 INTERVAL = 1.0
@@ -25,7 +25,7 @@ CONFIG = textwrap.dedent("""\
       keep_alive_max_age: 30s
       sigterm_grace: 1s
       gpus_all: stop
-      notify_command: [/bin/sh, -c, 'echo "$DS01_ACTION $DS01_USER $DS01_CONTAINER_NAME" >> {state_dir}/notify.log']
+      notify_command: [/bin/sh, -c, 'echo "$DS01_ACTION $DS01_USER $DS01_CONTAINER_NAME"']
     defaults:
       gpu_quota: 1
       max_containers: 10
@@ -111,10 +111,10 @@ def test_busy_then_idle_is_warned_then_stopped_on_time(env, box, box_cleanup):
     assert deadline <= stopped_at <= deadline + INTERVAL + 0.5
     warnings = svc.decisions(DS01_CONTAINER=cid, DS01_ACTION="warn-idle")
     assert [w["DS01_REASON"].split("(in ")[1].split(")")[0] for w in warnings] == ["4s", "2s"]
-    notified = svc.state_dir / "notify.log"
-    box.wait_until(lambda: notified.exists() and "stop ivan" in notified.read_text(), 5.0, what="notify command")
-    assert [line for line in notified.read_text().splitlines() if "ivan" in line] == [
-        "warn-idle ivan idle-on-1", "warn-idle ivan idle-on-1", "stop ivan idle-on-1"]
+    box.wait_until(lambda: "stop ivan idle-on-1" in notify_output(box), 5.0, what="notify command")
+    assert [line for line in notify_output(box) if "ivan" in line] == [  # outside-slice: at its start
+        "warn-outside-slice ivan idle-on-1", "warn-idle ivan idle-on-1", "warn-idle ivan idle-on-1",
+        "stop ivan idle-on-1"]
     gpus.whole[1] = {}
     gpus.write()
 

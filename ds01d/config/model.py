@@ -110,6 +110,7 @@ class Policies:
     outside_slice: OutsideSlicePolicy = OutsideSlicePolicy.CAP
     sigterm_grace: int = 30
     notify_command: tuple[str, ...] | None = None
+    notify_timeout: int = 30
     max_extension: int | None = 14400
     allocation_timeout: int = 300
     allocation_wait: int = 180

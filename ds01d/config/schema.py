@@ -209,6 +209,7 @@ POLICY_PARSERS: dict[str, Parser] = {
     "outside_slice": choice(OutsideSlicePolicy),
     "sigterm_grace": duration,
     "notify_command": nullable(command),
+    "notify_timeout": positive_duration,
     "max_extension": nullable(duration),
     "allocation_timeout": positive_duration,
     "allocation_wait": duration,

@@ -2,10 +2,10 @@
 
 The rules (`ds01d.rules.enforcement`, `ds01d.rules.lifecycle`) say what to do; this
 module does it, journals it, and tells the owner.  A stop waits out its SIGTERM grace
-and a notify command may be slow, so both run on a small worker pool with their own
-Docker client and report back to the main loop through its queue (`StopDone`,
-`WorkerError`); the loop never waits for them.  A container with a stop or removal
-in flight is not stopped twice.
+and a notify command may be slow, so both run on worker pools and report back to the
+main loop through its queue (`StopDone`, `WorkerError`); the loop never waits for them.
+Telling has a pool of its own: notify commands that hang until their timeout never
+delay a stop.  A container with a stop or removal in flight is not stopped twice.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from ds01d.config import Config
 from ds01d.config.quantities import format_cpus, format_size
 from ds01d.host.decision_log import DecisionLog
 from ds01d.host.docker_engine import CONNECTION_ERRORS, DockerAdapter
-from ds01d.host.messages import run_notify_command, tell_user
+from ds01d.host.notify_unit import run_notify_command
+from ds01d.host.terminals import tell_user
 from ds01d.rules.enforcement import Action
 from ds01d.rules.privacy import NOBODY_HIDDEN, Redactor
 from ds01d.rules.records import ContainerRecord
@@ -31,6 +32,7 @@ class WorkerError:
     """Something a worker thread could not do (a notify command that failed, say)."""
 
     message: str
+    user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,7 @@ class Actuator:
         self.report = report
         self.on_error = on_error
         self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="docker-stop")
+        self.tell_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="tell")
         self.pending_stops: set[str] = set()
         self.said: set[tuple[str, str, str]] = set()
 
@@ -68,6 +71,7 @@ class Actuator:
             if what not in self.said:
                 self.said.add(what)
                 self.log.record(f"warn-{rule}", action.reason, priority=syslog.LOG_WARNING, **fields)
+                self.tell(record, f"warn-{rule}", f"{record.name}: {action.reason}", None)
         elif action.kind == "cap":
             self.cap(record, action, rule, fields)
         elif action.kind == "stop" and record.id not in self.pending_stops:
@@ -119,19 +123,26 @@ class Actuator:
         """The owner's terminals and the admin's notify command, off the main loop; both may reach
         the owner, so other users' names are hidden where show_other_users is false."""
         text = self.reader_for(record.owner).text(text)
-        argv = self.config().policies.notify_command
+        policies = self.config().policies
         fields = {"DS01_USER": record.owner or "", "DS01_CONTAINER": record.id, "DS01_CONTAINER_NAME": record.name,
                   "DS01_ACTION": action, "DS01_REASON": text, "DS01_DEADLINE": "" if deadline is None else
                   dt.datetime.fromtimestamp(deadline, dt.timezone.utc).isoformat()}
-        self.pool.submit(self.tell_worker, record.owner, text, argv, fields)
+        self.tell_pool.submit(self.tell_worker, record.owner, text, policies.notify_command, fields,
+                              policies.notify_timeout)
 
-    def tell_worker(self, owner: str | None, text: str, argv: tuple[str, ...] | None, fields: dict[str, str]) -> None:
-        if owner:
-            tell_user(owner, text)
-        if argv:
-            error = run_notify_command(argv, fields)
-            if error:
-                self.report(WorkerError(error))
+    def tell_worker(self, owner: str | None, text: str, argv: tuple[str, ...] | None, fields: dict[str, str],
+                    timeout: float) -> None:
+        """Terminals first (instant), then the notify command (up to its timeout); every failure
+        goes to the loop, since an exception in a pool thread would otherwise vanish."""
+        try:
+            if owner:
+                tell_user(owner, text)
+            error = run_notify_command(argv, fields, timeout, fields["DS01_ACTION"],
+                                       fields["DS01_CONTAINER"]) if argv else None
+        except Exception as exc:  # reported to the loop, which logs it
+            error = f"telling {owner or 'nobody'} about {fields['DS01_CONTAINER_NAME']}: {type(exc).__name__}: {exc}"
+        if error:
+            self.report(WorkerError(error, owner))
 
     def docker_job(self, container_id: str, job: Callable[[DockerAdapter], None], removed: bool = False) -> None:
         """Run a slow Docker call (stop with its grace, remove) on a worker with its own client,
@@ -152,3 +163,4 @@ class Actuator:
 
     def shutdown(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.tell_pool.shutdown(wait=False, cancel_futures=True)

@@ -240,7 +240,7 @@ class Daemon:
         elif isinstance(item, AbandonedGrant):
             self.allocations.abandoned(item.allocation_id, item.user)
         elif isinstance(item, WorkerError):
-            self.error(item.message)
+            self.error(item.message, item.user)
         elif isinstance(item, StopDone):
             self.actuator.finished(item)
             if item.error:

@@ -438,7 +438,7 @@ class Box:
         out = self.run(["journalctl", "--no-pager", "-n", "1", "-o", "json"]).stdout
         return json.loads(out.splitlines()[-1])["__CURSOR"]
 
-    def add_user(self, name: str, uid: int) -> None:
+    def add_user(self, name: str, uid: int, home: str = "/nonexistent") -> None:
         """A login user (and its own group) that exists only inside the box; idempotent.
 
         The files are appended to in place, so the bind mounts inside see the change.
@@ -447,7 +447,7 @@ class Box:
         if any(line.split(":", 1)[0] == name for line in passwd.read_text().splitlines()):
             return
         with open(passwd, "a") as f:
-            f.write(f"{name}:x:{uid}:{uid}::/nonexistent:/bin/sh\n")
+            f.write(f"{name}:x:{uid}:{uid}::{home}:/bin/sh\n")
         with open(group, "a") as f:
             f.write(f"{name}:x:{uid}:\n")
 
