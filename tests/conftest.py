@@ -8,6 +8,7 @@ tests are skipped with the reason; in CI everything is there, so they run.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if item.get_closest_marker("box"):
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def python_sigpipe() -> Iterator[None]:
+    """The CLIs run in-process here set SIGPIPE to SIG_DFL (right for a command, `| head`);
+    put back Python's SIG_IGN after each test, or a later test's server thread writing to a
+    client that left would kill pytest itself."""
+    yield
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
 
 
 @pytest.fixture(scope="session")

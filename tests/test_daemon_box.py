@@ -160,8 +160,8 @@ def test_reload_with_broken_yaml_keeps_the_old_config(fresh, box):
 
 
 def test_only_admins_reload(fresh, box):
-    box.add_user("mallory", 2099)
-    out = box.run_as(2099, [box.tool("ds01d"), "reload", "--config", str(fresh.config_path)], check=False)
+    box.add_user("mallory", 2301)
+    out = box.run_as(2301, [box.tool("ds01d"), "reload", "--config", str(fresh.config_path)], check=False)
     assert out.returncode == 1 and "mallory may not reload ds01d" in out.stderr
     ok = box.run([box.tool("ds01d"), "reload", "--config", str(fresh.config_path)])
     assert ok.stdout.startswith(f"ds01d: applied {fresh.config_path}")

@@ -25,7 +25,7 @@ from tests.service import NOTIFY_UID, Service, ids_of, notify_output
 
 pytestmark = pytest.mark.box
 TOOLS = f"{BOX_CHECKOUT}/tests/tools"
-USER, UID = "nora", 2001
+USER, UID = "nora", 2601
 WEBHOOK_PORT, SMTP_PORT = 8089, 2525  # on the box's own loopback
 # msmtp (msmtp-mta's /usr/sbin/sendmail) as an admin would set it up in /etc/msmtprc; the box
 # shares the host's /etc, so here it is ds01-notify's own ~/.msmtprc (Service.notify_home).

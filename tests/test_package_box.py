@@ -68,6 +68,8 @@ def test_packaged_service_starts_and_limits_a_users_slice(installed):
     assert shown["Type"] == "notify" and shown["FragmentPath"].endswith("/lib/systemd/system/ds01d.service")
     assert "path=/usr/bin/ds01d" in shown["ExecStart"] and "PYTHONPATH" not in shown["Environment"]
     assert box.run(["head", "-1", "/usr/bin/ds01d"]).stdout.strip() == "#!/usr/bin/python3"
+    notify = box.run(["getent", "passwd", "ds01-notify"]).stdout.split(":")   # debian/ds01d.sysusers
+    assert int(notify[2]) < 1000 and notify[6].strip() == "/usr/sbin/nologin"
     assert not exists(box, "/usr/local/lib/python3.11/dist-packages/docker")  # Debian's python3-docker only
     box.docker("run", "-d", "--name", "pkg-alice", "--label", "ds01.user=alice", "busybox:local", "sleep", "600")
     entry = box.wait_until(lambda: box.journal("DS01_USER=alice", "DS01_ACTION=record", unit="ds01d.service"),

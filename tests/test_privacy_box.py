@@ -14,7 +14,7 @@ from tests.nvml_scenarios import whole_gpu, write
 from tests.service import Service, ids_of
 
 pytestmark = pytest.mark.box
-ALICE, BOB = 2501, 2502
+ALICE, BOB = 2001, 2002
 
 CONFIG = textwrap.dedent("""\
     daemon: {state_dir: "{state_dir}", sampling_interval: 1s, show_other_users: false}

@@ -18,7 +18,7 @@ from tests.nvml_scenarios import whole_gpu, write
 from tests.service import Service, ids_of
 
 pytestmark = pytest.mark.box
-ALICE = 2401
+ALICE = 2001
 
 CONFIG = textwrap.dedent("""\
     daemon: {state_dir: "{state_dir}", sampling_interval: 1s}

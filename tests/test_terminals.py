@@ -75,10 +75,12 @@ def test_a_pty_nobody_reads_is_skipped_at_once(pty):
     master, path = pty
     fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK)
     try:
-        while True:
-            os.write(fd, b"x" * 4096)
-    except OSError as exc:
-        assert exc.errno == errno.EAGAIN
+        for size in (4096, 1):     # to the last byte: a short line still fits after a 4096-byte EAGAIN
+            try:
+                while True:
+                    os.write(fd, b"x" * size)
+            except OSError as exc:
+                assert exc.errno == errno.EAGAIN
     finally:
         os.close(fd)
     done = threading.Event()

@@ -440,12 +440,18 @@ class Box:
 
     def add_user(self, name: str, uid: int, home: str = "/nonexistent") -> None:
         """A login user (and its own group) that exists only inside the box; idempotent.
+        (Not for a private-root box, whose /etc is its own: use useradd there.)
 
         The files are appended to in place, so the bind mounts inside see the change.
         """
         passwd, group = self.run_dir / "passwd", self.run_dir / "group"
-        if any(line.split(":", 1)[0] == name for line in passwd.read_text().splitlines()):
+        known = {f[0]: f[2] for f in (line.split(":") for line in passwd.read_text().splitlines()) if len(f) > 2}
+        if name in known:
+            if known[name] != str(uid):   # tests share the session box: one name, one uid
+                raise BoxError(f"{name} is already uid {known[name]} in this box, not {uid}")
             return
+        if str(uid) in known.values():
+            raise BoxError(f"uid {uid} already belongs to another user in this box")
         with open(passwd, "a") as f:
             f.write(f"{name}:x:{uid}:{uid}::{home}:/bin/sh\n")
         with open(group, "a") as f:
@@ -706,8 +712,10 @@ class _Layout:
             "mount -n -t sysfs -o nosuid,nodev,noexec sysfs /sys",
             *self._cgroup_mounts(),
             self._bind_if_there(run / "machine-id", "/etc/machine-id"),
-            self._bind_if_there(run / "passwd", "/etc/passwd"),
-            self._bind_if_there(run / "group", "/etc/group"),
+            # A private root has its own /etc already, where a package's postinst must be able to
+            # add its system users (systemd-sysusers renames over /etc/group: not a bind mount).
+            *([] if self.private_root else [self._bind_if_there(run / "passwd", "/etc/passwd"),
+                                            self._bind_if_there(run / "group", "/etc/group")]),
             f"mount -n --bind {q(str(run / 'etc-docker'))} /etc/docker",
             "if [ -d /var/log/journal ]; then"
             " mount -n -t tmpfs -o mode=2755 tmpfs /var/log/journal; fi",
