@@ -52,6 +52,13 @@ def env(box):
     svc.stop()
 
 
+@pytest.fixture(autouse=True)
+def nothing_allocated(env):
+    """Each test starts with no allocation left by the one before (they hold devices and
+    quota for a minute): a fresh daemon on the same config."""
+    env.reset(CONFIG)
+
+
 def allocate_as(box, uid, *args):
     argv = box.command(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
                         box.tool("ds01d"), "allocate", "--json", *args])
@@ -141,8 +148,11 @@ def test_a_waiter_that_hangs_up_leaves_the_queue_and_gets_nothing(env, box, box_
 
 
 def test_reservation_window_keeps_others_off_and_ends_on_time(env, box, box_cleanup):
+    for i, (user, gpus) in enumerate([("erin", f"device={mig_uuid(1, 0)}"), ("frank", f"device={mig_uuid(1, 1)}")]):
+        cid = start(box, box_cleanup, f"mig-{i}", user, gpus)    # GPU 1 busy: a whole GPU can only be GPU 0
+        box.wait_until(lambda: (env.gpu_state(cid) or {}).get("units"), 5.0, what="occupier recorded")
     start_at = time.time() + 2
-    env.write_config(reservation(start_at, start_at + 5))
+    env.write_config(reservation(start_at, start_at + 8))
     box.run(["systemctl", "reload", "ds01d.service"])
     env.wait_decision(DS01_ACTION="reload")
     while time.time() < start_at + 0.5:
@@ -150,9 +160,10 @@ def test_reservation_window_keeps_others_off_and_ends_on_time(env, box, box_clea
     during = start(box, box_cleanup, "in-window", "dave", "device=0")
     entry = env.wait_decision(DS01_CONTAINER=during, DS01_ACTION="stop")
     assert "GPU 0 is reserved for carol until" in entry["DS01_REASON"] and "thesis week" in entry["DS01_REASON"]
+    env.wait_record(during, 10.0, status="exited")   # its stop done: dave holds nothing, the reservation says no
     refused = box.run([box.tool("ds01d"), "allocate", "--full", "--user", "dave", "--wait", "0s"], check=False)
     assert refused.returncode == 1 and "0 reserved for carol" in refused.stderr
-    while time.time() < start_at + 5.5:
+    while time.time() < start_at + 8.5:
         time.sleep(0.1)
     after = start(box, box_cleanup, "after-window", "dave", "device=0")
     time.sleep(2)

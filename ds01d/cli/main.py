@@ -164,7 +164,8 @@ def _ask(args: argparse.Namespace, command: str, method: str, path: str, body: d
         print(f"ds01d: {exc}; check `systemctl status ds01d`.", file=sys.stderr)
         return 2
     if code != 200:
-        print(f"ds01d {command}: {doc.get('error', f'HTTP {code}')}", file=sys.stderr)
+        said = command if command.startswith("ds01") else f"ds01d {command}"   # "ds01 run" says who it is
+        print(f"{said}: {doc.get('error', f'HTTP {code}')}", file=sys.stderr)
         return EXIT_PROBLEM
     return doc
 
