@@ -52,7 +52,10 @@ def watched(svc):
     cursor = svc.box.journal_cursor()
     yield svc
     after = svc.show("MainPID", "NRestarts", "ActiveState")
-    assert after == {**before, "ActiveState": "active"}, "ds01d died or was restarted"
+    if after != {**before, "ActiveState": "active"}:
+        said = svc.box.journal(unit="ds01d.service", since_cursor=cursor)
+        why = "\n".join(f"{e.get('MESSAGE', '')} {e.get('DS01_DETAILS', '')}"[:600] for e in said[-25:])
+        raise AssertionError(f"ds01d died or was restarted ({before} -> {after}); its journal:\n{why}")
     said = svc.box.journal(unit="ds01d.service", since_cursor=cursor)
     texts = [e.get("MESSAGE", "") for e in said]
     assert not [t for t in texts if "Watchdog timeout" in t or "status request failed" in t
