@@ -101,8 +101,8 @@ class GpuWatch:
         by_uuid = self.inventory.by_uuid()
         state = self._states.get(record.id)
         seen = set(self._seen_on.get(record.id, ())) | set(state.units if state and state.released is None else ())
-        extra = [by_uuid[u] for u in sorted(seen) if u in by_uuid and u not in {x.uuid for x in units}]
-        return units + extra, missing
+        seen -= {u.uuid for u in units}
+        return units + [by_uuid[u] for u in sorted(seen) if u in by_uuid], missing
 
     def _sample(self) -> dict[str, UnitSample]:
         if self.nvml is None:
@@ -262,8 +262,9 @@ class GpuWatch:
         if not check.over:
             return False
         shown = ", ".join(u.index for u in units if u.uuid in found)
+        now = self.clock()  # stopped for its devices: it leaves no hold after it (as `forfeit`)
         self.gpu.put(GpuState(rec.id, tuple(u.uuid for u in units), verdict="unknown",
-                              why=f"found on GPU {shown} without asking for it"), self.clock())
+                              why=f"found on GPU {shown} without asking for it", released=now), now)
         act.stop(rec, f"found computing on GPU {shown} without asking for it (no --gpus); "
                       + check.reason(rec.owner), "gpu-quota")
         return True
