@@ -39,6 +39,7 @@ class Quiet:
     def remove(self, *a): pass
     def warn(self, *a): pass
     def release(self, *a): pass
+    def note(self, *a): pass
 
 
 def scenario(path: Path, pids: dict[tuple[int, int], list[int]]) -> None:

@@ -18,19 +18,21 @@ def mig_uuid(i: int, slot: int) -> str:
 
 def whole_gpu(i: int, utilization: int = 0, processes: list[dict] | None = None, **extra: Any) -> dict:
     return {"uuid": gpu_uuid(i), "name": "NVIDIA H100 80GB HBM3", "memory_total_mib": 81559,
-            "memory_used_mib": sum(p.get("used_memory_mib", 0) for p in processes or []),
+            "memory_used_mib": sum(p.get("used_memory_mib") or 0 for p in processes or []),
             "utilization": utilization, "gpm": True, "processes": processes or [], **extra}
 
 
 def mig_gpu(i: int, instances: list[dict], gpm: bool = True, name: str = "NVIDIA H100 80GB HBM3") -> dict:
-    """`instances`: dicts with slices, and optionally sm_activity and processes."""
+    """`instances`: dicts with slices, and optionally utilization (GPM busy time), sm_activity and
+    processes; any other key (errors, ci, ci_slices) goes to the instance as it is."""
     migs = []
     for slot, inst in enumerate(instances):
         slices = inst.get("slices", 1)
         migs.append({"uuid": mig_uuid(i, slot), "gi": slot + 1, "ci": 0, "slices": slices,
                      "memory_total_mib": 10 * 1024 * slices,
-                     "memory_used_mib": sum(p.get("used_memory_mib", 0) for p in inst.get("processes", [])),
-                     "sm_activity": inst.get("sm_activity", 0), "processes": inst.get("processes", [])})
+                     "memory_used_mib": sum(p.get("used_memory_mib") or 0 for p in inst.get("processes", [])),
+                     "sm_activity": inst.get("sm_activity", 0), "processes": inst.get("processes", []),
+                     **{k: v for k, v in inst.items() if k not in ("slices", "sm_activity", "processes")}})
     return {"uuid": gpu_uuid(i), "name": name, "memory_total_mib": 81559, "gpm": gpm, "mig": migs,
             "processes": []}
 

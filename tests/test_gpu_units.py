@@ -57,6 +57,29 @@ def test_attributable_activity():
     assert attributable_activity(sample(90, GpuProcess(5, 1)), [5]) == (90, "utilization")
     assert attributable_activity(sample(None, GpuProcess(5, 1), reason="why"), [5]) == (None, "why")
     shared = sample(90, GpuProcess(5, 1, 10.0), GpuProcess(6, 1, 80.0))
-    assert attributable_activity(shared, [5]) == (10.0, "per-process utilization")
+    assert attributable_activity(shared, [5]) == (10.0, "per-process SM utilization")
     blind = sample(90, GpuProcess(5, 1), GpuProcess(6, 1))
     assert attributable_activity(blind, [5])[0] is None
+
+
+def test_no_process_of_ours_is_idle_only_where_the_process_lists_were_read_in_full():
+    gap = UnitSample("GPU-0", 0, 0.0, "utilization.gpu", None, (GpuProcess(5, 1),),
+                     process_gap="MPS processes: Timeout")
+    activity, why = attributable_activity(gap, [6])
+    assert activity is None and "MPS processes: Timeout" in why
+
+
+def test_gpm_of_a_gpu_instance_is_shared_by_its_compute_instances():
+    """GPM measures the GPU instance: busy work on a sibling compute instance is not ours."""
+    ci0 = UnitSample("MIG-c0", 0, 90.0, "GPM GRAPHICS_UTIL", None, (GpuProcess(5, 1),),
+                     shared_with=(GpuProcess(6, 1),))
+    assert attributable_activity(ci0, [5], threshold=5)[0] is None
+    alone = UnitSample("MIG-c0", 0, 90.0, "GPM GRAPHICS_UTIL", None, (GpuProcess(5, 1),))
+    assert attributable_activity(alone, [5], threshold=5) == (90.0, "GPM GRAPHICS_UTIL")
+
+
+def test_gpu_equivalents_count_a_split_gpu_instance_once():
+    ci = [Unit(f"MIG-c{i}", f"1:{i}", "A30 MIG 1c.2g.12gb", "GPU-1", 1, 2 / 4, 12, "1c.2g.12gb", 1, i)
+          for i in range(2)]
+    assert gpu_equivalents(ci) == 0.5
+    assert gpu_equivalents(ci + [INV.units[0]]) == 1.5

@@ -42,7 +42,46 @@ def test_idle_clock_runs_on_the_window_average():
     assert blip.idle_since == 100
     # ... real work does.
     assert track_idle(state, busy, 200, 60, 5).idle_since is None
-    assert track_idle(state, Verdict(UNKNOWN, None, ""), 200, 60, 5) == IdleState()
+
+
+UNKNOWN_V = Verdict(UNKNOWN, None, "2:0: first GPM sample")
+
+
+def test_unknown_pauses_the_idle_clock_and_does_not_reset_it():
+    idle = Verdict(IDLE, 0.0, "")
+    state = track_idle(IdleState(), idle, 100, 60, 5)
+    state = track_idle(state, idle, 110, 60, 5)
+    for t in (120, 130, 140, 150):            # unknown from 110 to 150: not idle time, not busy time
+        state = track_idle(state, UNKNOWN_V, t, 60, 5)
+    assert state.idle_since == 140
+    state = track_idle(state, idle, 160, 60, 5)
+    assert 160 - state.idle_since == 20       # idle 100-110 and 150-160
+    assert track_idle(IdleState(), UNKNOWN_V, 500, 60, 5).idle_since is None  # never idle: stays not idle
+
+
+def test_a_restart_that_starts_unknown_keeps_the_persisted_idle_clock():
+    """A restarted daemon knows idle_since from the database and has no GPM sample yet."""
+    state = track_idle(IdleState(idle_since=100), UNKNOWN_V, 500, 60, 5)
+    assert state.idle_since == 100
+    assert track_idle(state, UNKNOWN_V, 510, 60, 5).idle_since == 110   # from now on the pause counts
+
+
+def test_an_incomplete_process_list_or_a_vanished_device_is_unknown_not_idle():
+    gap = UnitSample("GPU-1", None, None, None, "NVML error", (), error="GPU is lost", process_gap="GPU is lost")
+    assert verdict([WHOLE], {"GPU-1": gap}, [7], 5).state == UNKNOWN
+    partial = UnitSample("GPU-1", 0, 0.0, "utilization.gpu", None, (GpuProcess(8, 1),),
+                         process_gap="graphics processes: Unknown Error")
+    assert verdict([WHOLE], {"GPU-1": partial}, [7], 5).state == UNKNOWN
+    lost = verdict([], {}, [7], 5, missing=["1"])
+    assert (lost.state, lost.why) == (UNKNOWN, "1: not in NVML's inventory now")
+
+
+def test_a_shared_unit_under_the_threshold_is_idle_for_everyone_on_it():
+    procs = (GpuProcess(7, 1), GpuProcess(8, 1))
+    quiet = UnitSample("GPU-1", 0, 3.0, "utilization.gpu", None, procs)
+    loud = UnitSample("GPU-1", 0, 30.0, "utilization.gpu", None, procs)
+    assert verdict([WHOLE], {"GPU-1": quiet}, [7], 5).state == IDLE
+    assert verdict([WHOLE], {"GPU-1": loud}, [7], 5).state == UNKNOWN
 
 
 def test_idle_deadline_grace_and_keepalive():
@@ -83,3 +122,12 @@ def test_quota_counts_distinct_units_in_gpu_equivalents():
     assert over.over and "quota is 1" in over.reason("alice")
     assert not quota_check(None, [WHOLE], [MIG_A]).over
     assert not quota_check(1.0, [WHOLE], [WHOLE]).over   # the same device again costs nothing more
+
+
+def test_compute_instances_of_one_gpu_instance_count_it_once():
+    """A 4-slice GPU instance split into two compute instances is 4/7 of a GPU, not 8/7."""
+    ci0 = Unit("MIG-c0", "2:0", "H100 MIG 2c.4g.40gb", "GPU-2", 2, 4 / 7, 40, "2c.4g.40gb", 1, 0)
+    ci1 = Unit("MIG-c1", "2:1", "H100 MIG 2c.4g.40gb", "GPU-2", 2, 4 / 7, 40, "2c.4g.40gb", 1, 1)
+    check = quota_check(1.0, held=[ci0], wanted=[ci1])
+    assert (check.used, check.total, check.over) == (round(4 / 7, 6), round(4 / 7, 6), False)
+    assert quota_check(1.0, held=[ci0], wanted=[ci1, MIG_B]).total == round(8 / 7, 6)

@@ -39,7 +39,7 @@ def rec(cid, name, owner, status="running", started=NOW - 8100, kind="docker", f
 
 
 def sample(unit, activity, used_gib=0.0, reason=None, pids=()):
-    source = None if activity is None else ("gpm" if unit.is_mig else "utilization")
+    source = None if activity is None else ("GPM GRAPHICS_UTIL" if unit.is_mig else "utilization.gpu")
     return UnitSample(unit.uuid, int(used_gib * 2**30), activity, source, reason,
                       tuple(GpuProcess(p, 1) for p in pids))
 
@@ -71,7 +71,7 @@ def scenes() -> dict[str, StatusView]:
             {b.id: Deadline("runtime", NOW + 3 * 3600, b.started_at or 0, 4 * 3600),
              c.id: Deadline("idle", NOW + 1500, NOW - 300, 1800)}),
         "unknown_activity": view(
-            A100_MIG, [c], {c.id: GpuState(c.id, ("MIG-a",), None, "unknown",
+            A100_MIG, [c], {c.id: GpuState(c.id, ("MIG-a",), NOW - 300, "unknown",
                                            "3:0: MIG instance on a GPU without GPM (before Hopper)", None)},
             [sample(A100_MIG[0], None, 12.0, reason="MIG instance on a GPU without GPM (before Hopper)")],
             {c.id: Deadline("runtime", NOW + 3600, c.started_at or 0, 7200)}),

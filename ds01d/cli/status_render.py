@@ -62,13 +62,19 @@ def next_step(c: Mapping[str, Any], paint: Paint) -> str:
     return paint(f"held for {c['owner']} until {clock(nxt['at'])}", "yellow")
 
 
+def _unknown(c: Mapping[str, Any]) -> str:
+    """Unknown is never idle: say why, and that the idle clock waits."""
+    paused = f"; idle clock paused at {duration(c['idle_for_s'])}" if c.get("idle_for_s") is not None else ""
+    return f"activity unknown ({c['why']}{paused})" if c.get("why") else "activity unknown"
+
+
 def container_line(c: Mapping[str, Any], paint: Paint) -> str:
     who = c["owner"] or paint("unowned", "red")
     name = c["name"] or "(hidden)"
     if c["status"] == "running":
         state = {"busy": paint(f"busy {c['activity_percent'] or 0:.0f}%", "green"),
                  "idle": paint(f"idle for {duration(c['idle_for_s'])}", "yellow"),
-                 "unknown": paint("activity unknown", "dim")}.get(c["verdict"] or "", "not sampled yet")
+                 "unknown": paint(_unknown(c), "dim")}.get(c["verdict"] or "", "not sampled yet")
         head = f"{name} ({who}, {c['kind']}, up {duration(c['age_s'])})"
     else:
         state = paint(f"stopped {clock(c['stopped_at'])}", "dim")
@@ -104,6 +110,8 @@ def render(doc: Mapping[str, Any], color: bool = False) -> str:
         out.append(paint("Docker unreachable: what follows may be out of date", "red"))
     if daemon["cpu_only"]:
         out.append(paint(f"No GPUs: {daemon['cpu_only']}", "dim"))
+    elif doc["gpus"] and daemon.get("activity_metric"):
+        out.append(paint(f"Activity: {daemon['activity_metric']}", "dim"))
     for gpu in doc["gpus"]:
         out.append("")
         if gpu["mig"]:

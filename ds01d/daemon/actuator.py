@@ -104,6 +104,11 @@ class Actuator:
                         container=record.id, name=record.name, group=record.group, slice_name=record.slice)
         self.tell(record, f"warn-{rule}", f"{record.name} {reason}", deadline)
 
+    def note(self, record: ContainerRecord, action: str, reason: str) -> None:
+        """A journal entry about a container that changes nothing (its GPU activity became unknown)."""
+        self.log.record(action, reason, priority=syslog.LOG_NOTICE, user=record.owner, container=record.id,
+                        name=record.name, group=record.group, slice_name=record.slice)
+
     def release(self, record: ContainerRecord, reason: str) -> None:
         self.log.record("release", reason, user=record.owner, container=record.id, name=record.name,
                         group=record.group, slice_name=record.slice)

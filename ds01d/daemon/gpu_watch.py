@@ -3,7 +3,11 @@
 Each sampling pass reads NVML once, attributes GPU processes to containers
 through /proc/<pid>/cgroup, judges every running GPU container (busy, idle or
 unknown), moves its idle clock, and fires what is due: warnings, idle and
-runtime stops, hold releases and removals.  The decisions come from
+runtime stops, hold releases and removals.  A GPU container is one that asked
+for GPUs or one NVML shows computing on a unit (CDI devices, --privileged,
+-v /dev:/dev, an image's own NVIDIA_VISIBLE_DEVICES): its units are what it asked
+for and what NVML showed it on during this run, so quota, idle stop and holds
+apply to it, and the allocator sees those units taken.  The decisions come from
 `ds01d.rules.lifecycle`; this module gathers the facts and persists what the next
 pass (or the next daemon) needs.
 """
@@ -39,6 +43,7 @@ class Actuator(Protocol):
     def remove(self, record: ContainerRecord, reason: str) -> None: ...
     def warn(self, record: ContainerRecord, rule: str, reason: str, deadline: float | None) -> None: ...
     def release(self, record: ContainerRecord, reason: str) -> None: ...
+    def note(self, record: ContainerRecord, action: str, reason: str) -> None: ...
 
 
 def utc(ts: float) -> str:
@@ -71,6 +76,8 @@ class GpuWatch:
         self.upcoming: dict[str, Deadline] = {}     # the next stop of each running GPU container
         self.passes = 0
         self.last_pass: float | None = None
+        self.news: list[str] = []                    # NVML's re-initialisations, for the journal
+        self._seen_on: dict[str, set[str]] = {}     # container -> units NVML shows it on this pass
 
     # --- NVML ---------------------------------------------------------------------
 
@@ -88,13 +95,21 @@ class GpuWatch:
             self.nvml.close()
 
     def units_of(self, record: ContainerRecord) -> tuple[list[Unit], list[str]]:
-        return resolve_request(request_of(record), self.inventory)
+        """The units a container holds: those it asked for and those NVML showed it computing on
+        during this run (kept in its GPU state), and the ids it asked for that name nothing now."""
+        units, missing = resolve_request(request_of(record), self.inventory)
+        by_uuid = self.inventory.by_uuid()
+        state = self._states.get(record.id)
+        seen = set(self._seen_on.get(record.id, ())) | set(state.units if state and state.released is None else ())
+        seen -= {u.uuid for u in units}
+        return units + [by_uuid[u] for u in sorted(seen) if u in by_uuid], missing
 
     def _sample(self) -> dict[str, UnitSample]:
         if self.nvml is None:
             return {}
-        if self.passes % INVENTORY_EVERY == 0:
-            self.inventory = self.nvml.inventory()
+        self.inventory = self.nvml.refresh(self.inventory, due=self.passes % INVENTORY_EVERY == 0)
+        self.news.extend(self.nvml.events)
+        self.nvml.events.clear()
         return {s.uuid: s for s in self.nvml.sample(self.inventory)}
 
     def _container_of_pid(self, pid: int) -> str | None:
@@ -105,12 +120,15 @@ class GpuWatch:
             return None
 
     def _pids_by_container(self) -> dict[str, list[int]]:
+        """Container -> its GPU processes; and, in `_seen_on`, the units each one computes on."""
         out: dict[str, list[int]] = {}
+        self._seen_on = {}
         for sample in self.samples.values():
             for p in sample.processes:
                 cid = self._container_of_pid(p.pid)
                 if cid:
                     out.setdefault(cid, []).append(p.pid)
+                    self._seen_on.setdefault(cid, set()).add(sample.uuid)
         return out
 
     # --- at start -------------------------------------------------------------------
@@ -209,11 +227,13 @@ class GpuWatch:
         running = set()
         with self.store.transaction():  # one commit per pass, not one per container
             for rec in records:
-                if not rec.wants_gpu:
+                if not self._is_gpu_container(rec):
                     continue
                 limits = limits_for(rec.owner)
                 if rec.status == "running":
                     running.add(rec.id)
+                    if self._over_quota_found(rec, limits, records, limits_for, act):
+                        continue
                     self._running(rec, limits, policies, pids.get(rec.id, []), now, elapsed, act)
                 elif rec.status in STOPPED:
                     self._stopped(rec, limits, now, act)
@@ -222,23 +242,53 @@ class GpuWatch:
         for cid in set(self.upcoming) - running:
             del self.upcoming[cid]
 
+    def _is_gpu_container(self, rec: ContainerRecord) -> bool:
+        """One that asked for GPUs, one NVML shows on a unit now, or one it showed there before."""
+        state = self._states.get(rec.id)
+        return rec.wants_gpu or rec.id in self._seen_on or bool(state and state.units)
+
+    def _over_quota_found(self, rec: ContainerRecord, limits: EffectiveLimits, records: list[ContainerRecord],
+                          limits_for: Callable[[str | None], EffectiveLimits], act: Actuator) -> bool:
+        """A running container found computing on units it did not ask for is judged as if it had
+        started on them: over its owner's quota, it is stopped (True)."""
+        state = self._states.get(rec.id)
+        known = set(state.units if state and state.released is None else ())
+        asked = {u.uuid for u in resolve_request(request_of(rec), self.inventory)[0]}
+        found = self._seen_on.get(rec.id, set()) - known - asked
+        if not found or not rec.owner:
+            return False
+        units, _ = self.units_of(rec)
+        check = quota_check(limits["gpu_quota"], self._held_by(rec, records, limits_for, self.clock()), units)
+        if not check.over:
+            return False
+        shown = ", ".join(u.index for u in units if u.uuid in found)
+        now = self.clock()  # stopped for its devices: it leaves no hold after it (as `forfeit`)
+        self.gpu.put(GpuState(rec.id, tuple(u.uuid for u in units), verdict="unknown",
+                              why=f"found on GPU {shown} without asking for it", released=now), now)
+        act.stop(rec, f"found computing on GPU {shown} without asking for it (no --gpus); "
+                      + check.reason(rec.owner), "gpu-quota")
+        return True
+
     def _running(self, rec: ContainerRecord, limits: EffectiveLimits, policies: Policies, pids: list[int],
                  now: float, elapsed: float, act: Actuator) -> None:
-        units, _ = self.units_of(rec)
+        units, missing = self.units_of(rec)
         previous = self._states.get(rec.id) or GpuState(rec.id)
         if self.nvml is None:
             v = Verdict(UNKNOWN, None, self.cpu_only or "no NVML")
         else:
-            v = verdict(units, self.samples, pids, policies.idle_threshold)
+            v = verdict(units, self.samples, pids, policies.idle_threshold, missing)
         state = self.idle.get(rec.id) or IdleState(previous.idle_since)
         state = track_idle(state, v, now, policies.idle_window, policies.idle_threshold)
         self.idle[rec.id] = state
         self.gpu.put(GpuState(rec.id, tuple(u.uuid for u in units), state.idle_since, v.state, v.why, v.activity,
                               previous.released), now)
+        if v.state == UNKNOWN and previous.verdict != UNKNOWN and self.nvml is not None:
+            act.note(rec, "gpu-unknown", f"GPU activity unknown, idle clock paused: {v.why}")
         if rec.owner and elapsed:
             day = dt.datetime.fromtimestamp(now, dt.timezone.utc).date().isoformat()
             self.gpu.add_usage(day, rec.owner, rec.id, v.state, elapsed * gpu_equivalents(units))
-        deadlines = self.deadlines(rec, limits, policies, state.idle_since, now)
+        # While its activity is unknown, no idle stop is due: the clock is paused, not run out.
+        deadlines = self.deadlines(rec, limits, policies, None if v.state == UNKNOWN else state.idle_since, now)
         if deadlines:
             self.upcoming[rec.id] = deadlines[0]
         else:

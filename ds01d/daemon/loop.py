@@ -461,6 +461,9 @@ class Daemon:
             self.gpus.run_pass(self.store.live_containers(), self.limits_for, self.config.policies, interval,
                                self.actuator),
             self.allocations.expire(self.clock())))
+        for news in self.gpus.news:
+            self.log.record("gpu-nvml", news, priority=syslog.LOG_WARNING)
+        self.gpus.news.clear()
         self.step("pruning the audit trail", self.prune)
         self.last_alive = self.clock()
         self.store.set_meta("last_alive", repr(self.last_alive))

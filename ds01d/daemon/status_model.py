@@ -14,7 +14,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from ds01d.rules.gpu_units import Inventory, Unit, UnitSample
+from ds01d.rules.gpu_units import GPM_BUSY, UTILIZATION, Inventory, Unit, UnitSample
 from ds01d.rules.lifecycle import Deadline
 from ds01d.rules.placement import Hold
 from ds01d.rules.privacy import NOBODY_HIDDEN, Redactor
@@ -22,6 +22,7 @@ from ds01d.rules.records import ContainerRecord, GpuState
 
 SCHEMA = 1
 HIDDEN_USER = "(another user)"
+ACTIVITY_METRIC = f"% of time a kernel ran: {UTILIZATION} on whole GPUs, {GPM_BUSY} on MIG instances"
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,7 @@ def build(view: StatusView, caller: Caller, mine: bool = False) -> dict[str, Any
     names = _Namer(view, caller)
     holds = {h.container: h for h in view.holds}
     hold_of_unit = {u: h for h in view.holds for u in h.units}
-    running = [r for r in view.records if r.status == "running" and r.wants_gpu]
+    running = [r for r in view.records if r.status == "running" and _uses_gpus(view, r)]
     users_of: dict[str, list[ContainerRecord]] = {}
     for rec in running:
         for uuid in (view.gpu_states.get(rec.id) or GpuState(rec.id)).units:
@@ -163,19 +164,26 @@ def build(view: StatusView, caller: Caller, mine: bool = False) -> dict[str, Any
                      "name": (first.name.split(" MIG ")[0] if first else ""),
                      "mig": bool(first and first.is_mig), "units": entries})
     quota, used = view.quotas.get(caller.user) or (view.quota_of(caller.user), 0.0)
-    mine_records = [r for r in view.records if r.owner == caller.user and r.wants_gpu]
+    mine_records = [r for r in view.records if r.owner == caller.user and _uses_gpus(view, r)]
     return {
         "schema": SCHEMA,
         "generated_at": iso(view.now),
         "caller": {"user": caller.user, "uid": caller.uid, "admin": caller.admin},
         "daemon": {"docker_connected": view.docker_connected, "driver": view.inventory.driver,
-                   "cpu_only": view.cpu_only, "sampling_interval_s": view.sampling_interval},
+                   "cpu_only": view.cpu_only, "sampling_interval_s": view.sampling_interval,
+                   "activity_metric": ACTIVITY_METRIC},
         "gpus": gpus,
         "me": {"gpu_quota": quota, "gpu_used": round(used, 6),
                "containers": [container_entry(view, r, names, holds) for r in mine_records]},
         "recent": [dict(e) for e in view.recent if e.get("user") == caller.user][:10],
         "queue": [dict(w) | {"user": names.user(w["user"])} for w in view.queue],
     }
+
+
+def _uses_gpus(view: StatusView, rec: ContainerRecord) -> bool:
+    """Asked for GPUs, or was found computing on one (no --gpus: CDI, --privileged, /dev mounted)."""
+    state = view.gpu_states.get(rec.id)
+    return rec.wants_gpu or bool(state and state.units)
 
 
 def _touches(unit: Mapping[str, Any], user: str) -> bool:

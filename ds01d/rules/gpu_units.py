@@ -36,6 +36,12 @@ class Unit:
     def is_mig(self) -> bool:
         return self.profile is not None
 
+    @property
+    def share_key(self) -> tuple[str, int | None]:
+        """What a share is a share of: the MIG GPU instance (its compute instances split it, they do
+        not add to it), or the whole GPU."""
+        return (self.gpu_uuid, self.gpu_instance_id) if self.is_mig else (self.uuid, None)
+
 
 @dataclass(frozen=True)
 class GpuProcess:
@@ -51,10 +57,13 @@ class UnitSample:
     uuid: str
     memory_used: int | None
     activity: float | None            # percent; None = unknown
-    activity_source: str | None       # "gpm", "utilization", or None
+    activity_source: str | None       # UTILIZATION, GPM_BUSY, or None
     unknown_reason: str | None = None
     processes: tuple[GpuProcess, ...] = ()
     error: str | None = None
+    process_gap: str | None = None    # why `processes` may miss some: then "no process of ours" is unknown
+    shared_with: tuple[GpuProcess, ...] = ()   # processes elsewhere whose work `activity` includes (other
+                                               # compute instances of the same GPU instance)
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,12 @@ class Inventory:
 def _by_uuid(units: tuple[Unit, ...]) -> dict[str, Unit]:
     return {u.uuid: u for u in units}
 
+
+NO_PROCESS = "no GPU process of this container"
+PER_PROCESS = "per-process SM utilization"
+#: What `activity` measures, by source: the share of time a kernel ran, on whole GPUs and MIG instances alike.
+UTILIZATION = "utilization.gpu"
+GPM_BUSY = "GPM GRAPHICS_UTIL"
 
 _CONTAINER_ID = re.compile(r"(?:docker-|/docker/|/)([0-9a-f]{64})(?:\.scope)?(?:/|$)")
 
@@ -126,24 +141,34 @@ def _units_for(ident: str, inventory: Inventory, by_uuid: dict[str, Unit],
 
 
 def gpu_equivalents(units: Iterable[Unit]) -> float:
-    return round(sum(u.share for u in units), 6)
+    """GPU-equivalents of distinct units; compute instances of one GPU instance count it once."""
+    shares: dict[tuple[str, int | None], float] = {}
+    for u in units:
+        shares[u.share_key] = max(shares.get(u.share_key, 0.0), u.share)
+    return round(sum(shares.values()), 6)
 
 
-def attributable_activity(sample: UnitSample, container_pids: Sequence[int]) -> tuple[float | None, str]:
-    """How busy `unit` is because of one container, and how that was judged.
+def attributable_activity(sample: UnitSample, container_pids: Sequence[int],
+                          threshold: float | None = None) -> tuple[float | None, str]:
+    """How busy a unit is because of one container, and how that was judged.
 
-    The unit's own activity counts when the container is the only one with processes
-    on it; on a unit shared with other containers only per-process figures can tell,
-    and without them the answer is unknown.
+    No process of the container on the unit is 0 only where NVML's process lists were
+    read in full.  The unit's own activity counts when the container is the only one
+    computing on what that activity measures; shared with other containers, only
+    per-process figures can tell, except that a whole under `threshold` bounds every part.
     """
     mine = [p for p in sample.processes if p.pid in container_pids]
     if not mine:
-        return 0.0, "no GPU process of this container"
-    others = [p for p in sample.processes if p.pid not in container_pids]
+        if sample.process_gap:
+            return None, f"process list incomplete ({sample.process_gap})"
+        return 0.0, NO_PROCESS
+    others = [p for p in sample.processes + sample.shared_with if p.pid not in container_pids]
     if not others:
         if sample.activity is None:
             return None, sample.unknown_reason or "activity not measurable"
         return sample.activity, sample.activity_source or "device"
     if all(p.sm_util is not None for p in mine):
-        return float(sum(p.sm_util or 0.0 for p in mine)), "per-process utilization"
+        return float(sum(p.sm_util or 0.0 for p in mine)), PER_PROCESS
+    if sample.activity is not None and threshold is not None and sample.activity < threshold:
+        return sample.activity, f"{sample.activity_source or 'device'} of the shared whole, under the threshold"
     return None, "shared with other containers and NVML gives no per-process utilization"

@@ -29,17 +29,18 @@ class Verdict:
 
 
 def verdict(units: Sequence[Unit], samples: Mapping[str, UnitSample], pids: Iterable[int],
-            threshold: float) -> Verdict:
+            threshold: float, missing: Sequence[str] = ()) -> Verdict:
     """Busy if any unit shows activity at or above `threshold` that is this container's;
-    unknown if some unit it computes on cannot be measured; idle otherwise."""
+    unknown if some unit it may compute on cannot be measured, or a device it asked for
+    is not in NVML's inventory now (`missing`); idle otherwise."""
     pids = list(pids)
-    readings = []
+    readings = [(None, f"{ident}: not in NVML's inventory now") for ident in missing]
     for unit in units:
         sample = samples.get(unit.uuid)
         if sample is None:
             readings.append((None, f"{unit.index}: not sampled"))
             continue
-        activity, how = attributable_activity(sample, pids)
+        activity, how = attributable_activity(sample, pids, threshold)
         readings.append((activity, f"{unit.index}: {how}"))
     known = [a for a, _ in readings if a is not None]
     if known and max(known) >= threshold:
@@ -52,25 +53,32 @@ def verdict(units: Sequence[Unit], samples: Mapping[str, UnitSample], pids: Iter
 
 @dataclass(frozen=True)
 class IdleState:
-    """Per container: since when it has been idle, and the recent activity the average runs over."""
+    """Per container: since when it has been idle (moved on by the time it was unknown), the
+    recent activity the average runs over, and when it was last judged."""
 
     idle_since: float | None = None
     recent: tuple[tuple[float, float], ...] = ()
+    judged_at: float | None = None
 
 
 def track_idle(state: IdleState, v: Verdict, now: float, window: int, threshold: float) -> IdleState:
     """The idle clock runs while activity averaged over `window` stays below `threshold`.
 
     Averaging keeps a single busy sample from resetting a long idle spell and a
-    single quiet sample from starting one.  Unknown activity stops the clock.
+    single quiet sample from starting one.  Unknown activity pauses the clock: the
+    time it lasts counts neither as idle nor as busy, so an idle container whose
+    activity is unknown now and then (the first GPM sample after every restart) still
+    reaches its timeout, and one whose activity cannot be known is never stopped for it.
     """
     if v.state == UNKNOWN:
-        return IdleState(None, ())
+        paused = now - state.judged_at if state.judged_at is not None else 0.0
+        idle_since = None if state.idle_since is None else state.idle_since + paused
+        return IdleState(idle_since, state.recent, now)
     recent = tuple((t, a) for t, a in state.recent if t > now - window) + ((now, v.activity or 0.0),)
     mean = sum(a for _, a in recent) / len(recent)
     if mean >= threshold:
-        return IdleState(None, recent)
-    return IdleState(state.idle_since if state.idle_since is not None else now, recent)
+        return IdleState(None, recent, now)
+    return IdleState(state.idle_since if state.idle_since is not None else now, recent, now)
 
 
 @dataclass(frozen=True)

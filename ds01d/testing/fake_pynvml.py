@@ -2,57 +2,92 @@
 
 Same function names, return shapes (the real module's ctypes structures and
 friendly objects) and NVMLError classes as nvidia-ml-py, so ds01d's NVML adapter
-runs unchanged against it.  MIG devices answer NOT_SUPPORTED where real ones do
-(utilization rates, per-process utilization); GPM works only on GPUs the scenario
-marks `gpm: true`, as on Hopper and later.
+runs unchanged against it.  It is meant to be as unkind as the hardware, since a
+kind fake hides the paths where a busy container would be judged idle:
+
+- MIG devices, and the parents of MIG devices, answer NOT_SUPPORTED to utilization
+  rates and per-process utilization, as real ones do.
+- `nvmlDeviceGetProcessUtilization` returns only samples newer than the
+  `lastSeenTimeStamp` it is given, taken on the driver's own tick
+  (`process_util_period_s`, default 0.2 s), and raises NOT_FOUND when there is none;
+  `process_list_grows` makes it raise INSUFFICIENT_SIZE, as pynvml does when the
+  sample count grows between its sizing call and its reading call.
+- Compute, graphics and MPS clients are listed by their own functions (a process's
+  `type`); `used_memory_mib: null` is reported as `usedGpuMemory` None, as pynvml does
+  for NVML_VALUE_NOT_AVAILABLE.
+- GPM answers on GPUs marked `gpm: true`; the driver may lack functions altogether
+  (`driver_lacks`, names or `prefix*`), which raises NVMLError_FunctionNotFound as
+  pynvml does for a symbol the library does not export.
+- `errors` on a GPU or a MIG instance makes the named functions raise that NVML
+  error (`{"nvmlDeviceGetUtilizationRates": "NOT_SUPPORTED"}`); `fail` makes every
+  call on that GPU raise GPU_IS_LOST.
+- A changed `driver_epoch` is a driver reload: every call of the session opened
+  before it raises GPU_IS_LOST until nvmlShutdown and nvmlInit; `driver_loaded: false`
+  makes nvmlInit raise DRIVER_NOT_LOADED.  A MIG handle whose
+  instance was destroyed or recreated since it was handed out raises INVALID_ARGUMENT.
+- MIG GPUs have `max_slices` slices (7: A100/H100; 4: A30).  Several entries with the
+  same `gi` are compute instances of one GPU instance (`slices` is the GPU instance's
+  slice count, `ci_slices` the compute instance's); GPM measures the GPU instance.
 
 The scenario is a JSON file, re-read whenever it changes, so a test can turn a busy
 GPU idle under a running daemon:
 
-    {"driver": "550.54.15",
+    {"driver": "550.54.15", "driver_epoch": 0, "driver_lacks": [],
      "gpus": [{"uuid": "GPU-...", "name": "NVIDIA H100 80GB HBM3", "memory_total_mib": 81559,
-               "memory_used_mib": 1024, "utilization": 37, "gpm": true, "fail": null,
-               "processes": [{"pid": 4242, "used_memory_mib": 1000, "sm_util": 37}],
+               "memory_used_mib": 1024, "utilization": 37, "gpm": true, "fail": null, "errors": {},
+               "processes": [{"pid": 4242, "used_memory_mib": 1000, "sm_util": 37, "type": "compute"}],
                "mig": [{"uuid": "MIG-...", "gi": 1, "ci": 0, "slices": 3, "memory_total_mib": 40192,
-                        "memory_used_mib": 0, "sm_activity": 12, "processes": []}]}]}
+                        "memory_used_mib": 0, "utilization": 40, "sm_activity": 12, "processes": []}]}]}
 
-`mig` present means MIG mode is on for that GPU.  `fail`, a string, makes every
-call on that GPU raise NVMLError_GpuIsLost.  ds01d uses this module only when the
-environment variable DS01D_FAKE_NVML names a scenario file.
+For a MIG instance `utilization` is GPM's GRAPHICS_UTIL (time any context was
+active; defaults to `sm_activity`) and `sm_activity` is GPM's SM_UTIL (share of SMs
+busy).  `mig` present means MIG mode is on for that GPU.  ds01d uses this module
+only when the environment variable DS01D_FAKE_NVML names a scenario file.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, TypeVar
 
 import pynvml as _real
 from pynvml import *  # noqa: F401,F403  constants, structures and NVMLError classes, as the real module has them
-from pynvml import (NVML_ERROR_GPU_IS_LOST, NVML_ERROR_INVALID_ARGUMENT, NVML_ERROR_NOT_FOUND,
-                    NVML_ERROR_NOT_SUPPORTED, NVML_ERROR_UNINITIALIZED, NVML_GPM_METRIC_SM_UTIL, NVMLError,
+from pynvml import (NVML_ERROR_FUNCTION_NOT_FOUND, NVML_ERROR_GPU_IS_LOST, NVML_ERROR_INSUFFICIENT_SIZE,
+                    NVML_ERROR_INVALID_ARGUMENT, NVML_ERROR_NOT_FOUND, NVML_ERROR_NOT_SUPPORTED,
+                    NVML_ERROR_UNINITIALIZED, NVML_GPM_METRIC_GRAPHICS_UTIL, NVML_GPM_METRIC_SM_UTIL, NVMLError,
                     c_nvmlDeviceAttributes, c_nvmlGpmSupport_t, c_nvmlMemory_t, c_nvmlProcessUtilizationSample_t,
                     c_nvmlUtilization_t, nvmlFriendlyObject, struct_c_nvmlGpmSample_t)
 
+F = TypeVar("F", bound=Callable[..., Any])
 MIB = 1024 * 1024
+NO_ID = 0xFFFFFFFF
 _scenario_path: str | None = os.environ.get("DS01D_FAKE_NVML")
 _cache: tuple[float, dict[str, Any]] | None = None
-_initialized = False
-_gpm_samples: dict[int, tuple[float, float]] = {}   # sample address -> (time, SM activity then)
+_session: int | None = None          # the driver epoch nvmlInit saw; None = not initialised
+_gpm_samples: dict[int, tuple[float, float, float] | None] = {}   # live sample -> (time, graphics, SM) once taken
 
 
 @dataclass(frozen=True)
 class _Handle:
     gpu: int
     mig: int | None = None
+    mig_uuid: str | None = None      # the instance the handle was made for
 
 
 def use_scenario(path: str | None) -> None:
-    global _scenario_path, _cache
-    _scenario_path, _cache = path, None
+    global _scenario_path, _cache, _session
+    _scenario_path, _cache, _session = path, None, None
+    _gpm_samples.clear()
+
+
+def live_gpm_samples() -> int:
+    """GPM samples allocated and not freed: a test's leak detector."""
+    return len(_gpm_samples)
 
 
 def _scenario() -> dict[str, Any]:
@@ -66,13 +101,34 @@ def _scenario() -> dict[str, Any]:
     return _cache[1]
 
 
-def _check() -> None:
-    if not _initialized:
-        raise NVMLError(NVML_ERROR_UNINITIALIZED)
+def _lacks(name: str) -> bool:
+    return any(name == n or (n.endswith("*") and name.startswith(n[:-1]))
+               for n in _scenario().get("driver_lacks", []))
+
+
+def _nvml(fn: F) -> F:
+    """An NVML entry point: absent from an old driver, refused before nvmlInit or after a driver reload."""
+    @functools.wraps(fn)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        if _lacks(fn.__name__):
+            raise NVMLError(NVML_ERROR_FUNCTION_NOT_FOUND)
+        if _session is None:
+            raise NVMLError(NVML_ERROR_UNINITIALIZED)
+        if _session != _scenario().get("driver_epoch", 0):
+            raise NVMLError(NVML_ERROR_GPU_IS_LOST)
+        return fn(*args, **kwargs)
+    return call  # type: ignore[return-value]
+
+
+def _told(name: str, *devs: dict[str, Any]) -> None:
+    """Raise the error a scenario names for this function on one of these devices."""
+    for dev in devs:
+        code = (dev.get("errors") or {}).get(name)
+        if code:
+            raise NVMLError(getattr(_real, f"NVML_ERROR_{code}"))
 
 
 def _gpu(handle: _Handle) -> dict[str, Any]:
-    _check()
     gpus = _scenario()["gpus"]
     if not isinstance(handle, _Handle) or handle.gpu >= len(gpus):
         raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
@@ -82,27 +138,33 @@ def _gpu(handle: _Handle) -> dict[str, Any]:
     return gpu
 
 
-def _dev(handle: _Handle) -> dict[str, Any]:
+def _dev(handle: _Handle, name: str | None = None) -> dict[str, Any]:
     gpu = _gpu(handle)
     if handle.mig is None:
-        return gpu
-    migs = gpu.get("mig") or []
-    if handle.mig >= len(migs):
-        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
-    return migs[handle.mig]
+        dev = gpu
+    else:
+        migs = gpu.get("mig") or []
+        if handle.mig >= len(migs) or migs[handle.mig]["uuid"] != handle.mig_uuid:
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)  # the instance was destroyed or recreated
+        dev = migs[handle.mig]
+    if name:
+        _told(name, dev)
+    return dev
 
 
 def _no_mig(handle: _Handle) -> None:
-    if handle.mig is not None:
+    """MIG devices, and GPUs with MIG mode on, cannot answer device-wide utilization."""
+    if handle.mig is not None or _gpu(handle).get("mig") is not None:
         raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
 
 
 # --- library ------------------------------------------------------------------
 
 def nvmlInit() -> None:
-    global _initialized
-    _scenario()
-    _initialized = True
+    global _session
+    if _scenario().get("driver_loaded") is False:
+        raise NVMLError(_real.NVML_ERROR_DRIVER_NOT_LOADED)
+    _session = _scenario().get("driver_epoch", 0)
 
 
 def nvmlInitWithFlags(flags: int) -> None:
@@ -110,50 +172,57 @@ def nvmlInitWithFlags(flags: int) -> None:
 
 
 def nvmlShutdown() -> None:
-    global _initialized
-    _check()
-    _initialized = False
+    global _session
+    if _session is None:
+        raise NVMLError(NVML_ERROR_UNINITIALIZED)
+    _session = None
 
 
+@_nvml
 def nvmlSystemGetDriverVersion() -> str:
-    _check()
     return _scenario().get("driver", "550.54.15")
 
 
 # --- devices --------------------------------------------------------------------
 
+@_nvml
 def nvmlDeviceGetCount() -> int:
-    _check()
     return len(_scenario()["gpus"])
 
 
+@_nvml
 def nvmlDeviceGetHandleByIndex(index: int) -> _Handle:
-    _check()
     if not 0 <= index < len(_scenario()["gpus"]):
         raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
     return _Handle(index)
 
 
+@_nvml
 def nvmlDeviceGetIndex(handle: _Handle) -> int:
     _gpu(handle)
-    _no_mig(handle)
+    if handle.mig is not None:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
     return handle.gpu
 
 
+@_nvml
 def nvmlDeviceGetUUID(handle: _Handle) -> str:
-    return _dev(handle)["uuid"]
+    return _dev(handle, "nvmlDeviceGetUUID")["uuid"]
 
 
+@_nvml
 def nvmlDeviceGetName(handle: _Handle) -> str:
-    gpu = _gpu(handle)
+    gpu, dev = _gpu(handle), _dev(handle, "nvmlDeviceGetName")
     if handle.mig is None:
         return gpu["name"]
-    mig = _dev(handle)
-    return f"{gpu['name']} MIG {mig['slices']}g.{round(mig['memory_total_mib'] / 1024)}gb"
+    gib, ci = round(dev["memory_total_mib"] / 1024), dev.get("ci_slices", dev["slices"])
+    split = f"{ci}c." if ci != dev["slices"] else ""
+    return f"{gpu['name']} MIG {split}{dev['slices']}g.{gib}gb"
 
 
+@_nvml
 def nvmlDeviceGetMemoryInfo(handle: _Handle, version: Any = None) -> c_nvmlMemory_t:
-    dev = _dev(handle)
+    dev = _dev(handle, "nvmlDeviceGetMemoryInfo")
     mem = c_nvmlMemory_t()
     mem.total = dev["memory_total_mib"] * MIB
     mem.used = dev.get("memory_used_mib", 0) * MIB
@@ -161,8 +230,9 @@ def nvmlDeviceGetMemoryInfo(handle: _Handle, version: Any = None) -> c_nvmlMemor
     return mem
 
 
+@_nvml
 def nvmlDeviceGetUtilizationRates(handle: _Handle) -> c_nvmlUtilization_t:
-    dev = _dev(handle)
+    dev = _dev(handle, "nvmlDeviceGetUtilizationRates")
     _no_mig(handle)
     util = c_nvmlUtilization_t()
     util.gpu = int(dev.get("utilization", 0))
@@ -170,18 +240,22 @@ def nvmlDeviceGetUtilizationRates(handle: _Handle) -> c_nvmlUtilization_t:
     return util
 
 
+@_nvml
 def nvmlDeviceGetMigMode(handle: _Handle) -> list[int]:
-    gpu = _gpu(handle)
-    _no_mig(handle)
+    gpu = _dev(handle, "nvmlDeviceGetMigMode")
+    if handle.mig is not None:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
     mode = 1 if gpu.get("mig") is not None else 0
     return [mode, mode]
 
 
+@_nvml
 def nvmlDeviceGetMaxMigDeviceCount(handle: _Handle) -> int:
-    gpu = _gpu(handle)
-    return 7 if gpu.get("mig") is not None else 0
+    gpu = _dev(handle, "nvmlDeviceGetMaxMigDeviceCount")
+    return int(gpu.get("max_slices", 7)) if gpu.get("mig") is not None else 0
 
 
+@_nvml
 def nvmlDeviceGetMigDeviceHandleByIndex(handle: _Handle, index: int) -> _Handle:
     gpu = _gpu(handle)
     migs = gpu.get("mig")
@@ -189,40 +263,47 @@ def nvmlDeviceGetMigDeviceHandleByIndex(handle: _Handle, index: int) -> _Handle:
         raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
     if not 0 <= index < len(migs):
         raise NVMLError(NVML_ERROR_NOT_FOUND)
-    return _Handle(handle.gpu, index)
+    _told("nvmlDeviceGetMigDeviceHandleByIndex", migs[index])
+    return _Handle(handle.gpu, index, migs[index]["uuid"])
 
 
+@_nvml
 def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(handle: _Handle) -> _Handle:
     _dev(handle)
     return _Handle(handle.gpu)
 
 
+@_nvml
 def nvmlDeviceIsMigDeviceHandle(handle: _Handle) -> int:
     _dev(handle)
     return int(handle.mig is not None)
 
 
+@_nvml
 def nvmlDeviceGetGpuInstanceId(handle: _Handle) -> int:
     if handle.mig is None:
         _gpu(handle)
         raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
-    return int(_dev(handle)["gi"])
+    return int(_dev(handle, "nvmlDeviceGetGpuInstanceId")["gi"])
 
 
+@_nvml
 def nvmlDeviceGetComputeInstanceId(handle: _Handle) -> int:
     if handle.mig is None:
         _gpu(handle)
         raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
-    return int(_dev(handle).get("ci", 0))
+    return int(_dev(handle, "nvmlDeviceGetComputeInstanceId").get("ci", 0))
 
 
+@_nvml
 def nvmlDeviceGetAttributes(handle: _Handle) -> c_nvmlDeviceAttributes:
-    dev = _dev(handle)
+    dev = _dev(handle, "nvmlDeviceGetAttributes")
     attrs = c_nvmlDeviceAttributes()
-    slices = int(dev.get("slices", 7)) if handle.mig is not None else 7
+    full = int(_gpu(handle).get("max_slices", 7))
+    slices = int(dev.get("slices", full)) if handle.mig is not None else full
     attrs.gpuInstanceSliceCount = slices
-    attrs.computeInstanceSliceCount = slices
-    attrs.multiprocessorCount = 16 * slices
+    attrs.computeInstanceSliceCount = int(dev.get("ci_slices", slices)) if handle.mig is not None else slices
+    attrs.multiprocessorCount = 16 * attrs.computeInstanceSliceCount
     attrs.memorySizeMB = dev["memory_total_mib"]
     return attrs
 
@@ -230,28 +311,58 @@ def nvmlDeviceGetAttributes(handle: _Handle) -> c_nvmlDeviceAttributes:
 nvmlDeviceGetAttributes_v2 = nvmlDeviceGetAttributes
 
 
+def _processes(handle: _Handle, kind: str, name: str) -> list[nvmlFriendlyObject]:
+    dev = _dev(handle, name)
+    gi = int(dev.get("gi", NO_ID)) if handle.mig is not None else NO_ID
+    ci = int(dev.get("ci", 0)) if handle.mig is not None else NO_ID
+    out = []
+    for p in dev.get("processes", []):
+        if p.get("type", "compute") != kind:
+            continue
+        mem = p.get("used_memory_mib", 0)
+        out.append(nvmlFriendlyObject({"pid": p["pid"], "usedGpuMemory": None if mem is None else mem * MIB,
+                                       "gpuInstanceId": gi, "computeInstanceId": ci}))
+    return out
+
+
+@_nvml
 def nvmlDeviceGetComputeRunningProcesses(handle: _Handle) -> list[nvmlFriendlyObject]:
-    dev = _dev(handle)
-    gi = dev.get("gi", 0xFFFFFFFF) if handle.mig is not None else 0xFFFFFFFF
-    return [nvmlFriendlyObject({"pid": p["pid"], "usedGpuMemory": p.get("used_memory_mib", 0) * MIB,
-                                "gpuInstanceId": gi, "computeInstanceId": dev.get("ci", 0xFFFFFFFF)})
-            for p in dev.get("processes", [])]
+    return _processes(handle, "compute", "nvmlDeviceGetComputeRunningProcesses")
+
+
+@_nvml
+def nvmlDeviceGetGraphicsRunningProcesses(handle: _Handle) -> list[nvmlFriendlyObject]:
+    return _processes(handle, "graphics", "nvmlDeviceGetGraphicsRunningProcesses")
+
+
+@_nvml
+def nvmlDeviceGetMPSComputeRunningProcesses(handle: _Handle) -> list[nvmlFriendlyObject]:
+    return _processes(handle, "mps", "nvmlDeviceGetMPSComputeRunningProcesses")
 
 
 nvmlDeviceGetComputeRunningProcesses_v3 = nvmlDeviceGetComputeRunningProcesses
 nvmlDeviceGetComputeRunningProcesses_v2 = nvmlDeviceGetComputeRunningProcesses
+nvmlDeviceGetGraphicsRunningProcesses_v3 = nvmlDeviceGetGraphicsRunningProcesses
+nvmlDeviceGetGraphicsRunningProcesses_v2 = nvmlDeviceGetGraphicsRunningProcesses
+nvmlDeviceGetMPSComputeRunningProcesses_v3 = nvmlDeviceGetMPSComputeRunningProcesses
+nvmlDeviceGetMPSComputeRunningProcesses_v2 = nvmlDeviceGetMPSComputeRunningProcesses
 
 
+@_nvml
 def nvmlDeviceGetProcessUtilization(handle: _Handle, timeStamp: int) -> list[c_nvmlProcessUtilizationSample_t]:
-    dev = _dev(handle)
+    """Samples taken on the driver's last tick, if newer than `timeStamp` (microseconds)."""
+    dev = _dev(handle, "nvmlDeviceGetProcessUtilization")
     _no_mig(handle)
-    now_us = int(time.time() * 1e6)
+    if dev.get("process_list_grows"):
+        raise NVMLError(NVML_ERROR_INSUFFICIENT_SIZE)
+    period_us = int(float(dev.get("process_util_period_s", 0.2)) * 1e6)
+    tick_us = int(time.time() * 1e6) // period_us * period_us
     samples = []
     for p in dev.get("processes", []):
-        if p.get("sm_util") is None:
+        if p.get("sm_util") is None or tick_us <= timeStamp:
             continue
         s = c_nvmlProcessUtilizationSample_t()
-        s.pid, s.timeStamp, s.smUtil = p["pid"], now_us, int(p["sm_util"])
+        s.pid, s.timeStamp, s.smUtil = p["pid"], tick_us, int(p["sm_util"])
         samples.append(s)
     if not samples:
         raise NVMLError(NVML_ERROR_NOT_FOUND)  # NVML's answer when no sample is newer than timeStamp
@@ -260,54 +371,78 @@ def nvmlDeviceGetProcessUtilization(handle: _Handle, timeStamp: int) -> list[c_n
 
 # --- GPM (Hopper and later) -----------------------------------------------------------
 
+@_nvml
 def nvmlGpmQueryDeviceSupport(handle: _Handle) -> c_nvmlGpmSupport_t:
-    gpu = _gpu(handle)
+    gpu = _dev(handle, "nvmlGpmQueryDeviceSupport")
     support = c_nvmlGpmSupport_t()
     support.version = 1
     support.isSupportedDevice = 1 if gpu.get("gpm") else 0
     return support
 
 
+@_nvml
 def nvmlGpmSampleAlloc() -> Any:
-    _check()
-    return ctypes.pointer(struct_c_nvmlGpmSample_t())
-
-
-def nvmlGpmSampleFree(sample: Any) -> None:
-    _gpm_samples.pop(ctypes.addressof(sample.contents), None)
-
-
-def _gpm_sample(gpu: dict[str, Any], dev: dict[str, Any], sample: Any) -> Any:
-    if not gpu.get("gpm"):
-        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
-    activity = dev.get("sm_activity", dev.get("utilization", 0))
-    _gpm_samples[ctypes.addressof(sample.contents)] = (time.time(), activity)
+    sample = ctypes.pointer(struct_c_nvmlGpmSample_t())
+    _gpm_samples[ctypes.addressof(sample.contents)] = None
     return sample
 
 
+def nvmlGpmSampleFree(sample: Any) -> None:
+    """Frees host memory: works in any session, even one a driver reload ended."""
+    if _lacks("nvmlGpmSampleFree"):
+        raise NVMLError(NVML_ERROR_FUNCTION_NOT_FOUND)
+    if _gpm_samples.pop(ctypes.addressof(sample.contents), False) is False:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+
+
+def _take(sample: Any, instances: list[dict[str, Any]]) -> Any:
+    """GPM figures of a GPU instance: busy time is its busiest compute instance's, SM
+    activity the compute instances' weighted by their slices."""
+    key = ctypes.addressof(sample.contents)
+    if key not in _gpm_samples:
+        raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    sm = [float(m.get("sm_activity", m.get("utilization", 0))) for m in instances]
+    busy = max(float(m.get("utilization", s)) for m, s in zip(instances, sm))
+    weights = [int(m.get("ci_slices", m.get("slices", 1))) for m in instances]
+    slices = int(instances[0].get("slices", sum(weights)))
+    _gpm_samples[key] = (time.time(), busy, sum(s * w for s, w in zip(sm, weights)) / max(slices, 1))
+    return sample
+
+
+@_nvml
 def nvmlGpmSampleGet(handle: _Handle, sample: Any) -> Any:
-    return _gpm_sample(_gpu(handle), _dev(handle), sample)
-
-
-def nvmlGpmMigSampleGet(handle: _Handle, gpuInstanceId: int, sample: Any) -> Any:
     gpu = _gpu(handle)
-    for mig in gpu.get("mig") or []:
-        if int(mig["gi"]) == gpuInstanceId:
-            return _gpm_sample(gpu, mig, sample)
-    raise NVMLError(NVML_ERROR_NOT_FOUND)
+    dev = _dev(handle, "nvmlGpmSampleGet")
+    if not gpu.get("gpm"):
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    return _take(sample, [dev])
 
 
+@_nvml
+def nvmlGpmMigSampleGet(handle: _Handle, gpuInstanceId: int, sample: Any) -> Any:
+    gpu = _dev(handle, "nvmlGpmMigSampleGet")
+    instances = [m for m in gpu.get("mig") or [] if int(m["gi"]) == gpuInstanceId]
+    if not instances:
+        raise NVMLError(NVML_ERROR_NOT_FOUND)
+    _told("nvmlGpmMigSampleGet", *instances)
+    if not gpu.get("gpm"):
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    return _take(sample, instances)
+
+
+@_nvml
 def nvmlGpmMetricsGet(metrics: Any) -> Any:
-    """SM utilization between two samples: the scenario's activity at the later one."""
-    _check()
+    """Busy time (GRAPHICS_UTIL) and SM activity (SM_UTIL) between two samples: the
+    scenario's figures at the later one; other metrics are not supported."""
     first = _gpm_samples.get(ctypes.addressof(metrics.sample1.contents))
     second = _gpm_samples.get(ctypes.addressof(metrics.sample2.contents))
     if first is None or second is None:
         raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+    figures = {NVML_GPM_METRIC_GRAPHICS_UTIL: second[1], NVML_GPM_METRIC_SM_UTIL: second[2]}
     for i in range(metrics.numMetrics):
         metric = metrics.metrics[i]
-        if metric.metricId == NVML_GPM_METRIC_SM_UTIL:
-            metric.value, metric.nvmlReturn = float(second[1]), 0
+        if metric.metricId in figures:
+            metric.value, metric.nvmlReturn = float(figures[metric.metricId]), 0
         else:
             metric.nvmlReturn = NVML_ERROR_NOT_SUPPORTED
     return metrics
