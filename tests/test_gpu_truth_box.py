@@ -239,3 +239,47 @@ def test_a_container_without_gpus_found_computing_on_one_is_judged(env, gpus, bo
     stopped = svc.box.wait_until(lambda: (svc.decisions(DS01_CONTAINER=idle, DS01_ACTION="stop") or [None])[-1],
                                  IDLE_TIMEOUT + 6.0, what="idle stop")
     assert "GPU idle since" in stopped["DS01_REASON"]
+
+
+def test_a_container_without_gpus_found_on_a_device_held_for_someone_else_is_stopped(env, gpus, box, box_cleanup):
+    """Judged as a start on that device: hana's stopped container holds GPU 1 (for a while), so a
+    container that reaches it without asking is stopped with the start check's own reason."""
+    svc, _ = env
+    held, _ = start(box, box_cleanup, "hana-holds-1", "hana", "--gpus", "device=1")
+    box.wait_until(lambda: (svc.gpu_state(held) or {}).get("units"), 5.0, what="hana's units recorded")
+    svc.write_config(CONFIG.replace("gpu_hold_after_stop: 1s", "gpu_hold_after_stop: 1h"))
+    box.run(["systemctl", "reload", "ds01d.service"])
+    box.docker("stop", "-t", "0", held)
+    svc.wait_record(held, 5.0, status="exited")
+    try:
+        sneaky, pid = start(box, box_cleanup, "ivy-no-gpus", "ivy")
+        gpus.whole[1] = {"utilization": 40, "processes": [{"pid": pid, "used_memory_mib": 10}]}
+        gpus.write()
+        entry = box.wait_until(lambda: (svc.decisions(DS01_CONTAINER=sneaky, DS01_ACTION="stop") or [None])[-1],
+                               10.0, what="the stop of a container on a held device")
+        assert "without asking for a GPU" in entry["DS01_REASON"] and "held for hana" in entry["DS01_REASON"]
+    finally:
+        svc.write_config(CONFIG)
+        box.run(["systemctl", "reload", "ds01d.service"])
+
+
+def test_nvml_that_hangs_costs_unknowns_not_the_loop(env, gpus, box, box_cleanup):
+    """Every NVML call blocks (a GPU fallen off the bus): the pass waits 10 s at most, the watchdog
+    (3 s here) is fed meanwhile, units are unknown with the reason, nobody is stopped for idle,
+    and the socket answers; when NVML answers again, measuring goes on."""
+    svc, _ = env
+    cid, _ = start(box, box_cleanup, "while-nvml-hangs", "kim", "--gpus", "device=0")
+    verdict_is(svc, cid, "idle")
+    before = svc.show("MainPID", "NRestarts")
+    cursor = box.journal_cursor()
+    gpus.top = {"hang_s": 14}           # longer than the idle timeout: unknown taken as idle would stop it
+    gpus.write()
+    state = verdict_is(svc, cid, "unknown", timeout=20.0, why="NVML")
+    assert "did not answer within 10s" in state["why"] or "has not answered since" in state["why"]
+    assert json.loads(box.run([box.tool("ds01-gpu-status"), "--json"]).stdout)["gpus"]
+    gpus.top = {}
+    gpus.write()
+    verdict_is(svc, cid, "idle", timeout=30.0)
+    assert running(box, cid)
+    assert not box.journal(f"DS01_CONTAINER={cid}", "DS01_ACTION=stop", since_cursor=cursor)
+    assert svc.show("MainPID", "NRestarts") == before

@@ -77,6 +77,22 @@ def test_no_library_means_cpu_only():
         Nvml.open(fake_pynvml)
 
 
+def test_a_driver_not_loaded_yet_at_start_is_waited_for(tmp_path):
+    """At boot the kernel module may load after ds01d: not CPU-only for good, but tried again with
+    backoff until it answers, and then measured."""
+    path = scenario(tmp_path, [whole_gpu(0)], driver_loaded=False)
+    clock = Clock()
+    session = Nvml.open(fake_pynvml, clock)
+    assert "NVML did not start" in session.events[0] and "trying again in 5s" in session.events[0]
+    inv = session.inventory()
+    assert inv.units == () and session.sample(inv) == []
+    clock.now += 5
+    write(path, [whole_gpu(0)])
+    inv = session.refresh(inv, due=False)
+    assert [u.index for u in inv.units] == ["0"] and "started again" in session.events[-1]
+    assert [s.activity for s in session.sample(inv)] == [0.0]
+
+
 def test_the_fake_answers_like_nvml_on_mig(nvml):
     session, _ = nvml
     nv = session.nv

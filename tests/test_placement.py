@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
-from ds01d.rules.placement import (Ask, Claim, Hold, Running, UnitLoad, choose, kept_from, picture, usable,
-                                   used_by)
+from ds01d.rules.placement import (Ask, Claim, Hold, Running, UnitLoad, choose, held_by, kept_from, picture,
+                                   usable, used_by)
 from ds01d.rules.gpu_units import Unit, gpu_equivalents
 
 
@@ -19,6 +19,19 @@ def whole(gpu: int) -> Unit:
 
 
 # --- the seeds (003) ------------------------------------------------------------------
+
+def test_a_second_compute_instance_of_a_held_gpu_instance_adds_nothing_to_the_quota():
+    """A 3g GPU instance split into two compute instances: holding one, the other is within a 3/7 quota."""
+    ci = [Unit(f"MIG-0-{c}", f"0:{c}", "H100 MIG 1c.3g.40gb", "GPU-0", 0, 3 / 7, 40, "1c.3g.40gb", 1, c)
+          for c in (0, 1)]
+    loads = [UnitLoad(ci[0], (("alice", 10),)), UnitLoad(ci[1])]
+    held = held_by("alice", loads)
+    assert held == (ci[0],) and used_by("alice", loads) == round(3 / 7, 6)
+    ok = choose(Ask("alice", 10, quota=3 / 7, used=used_by("alice", loads), held=held), loads)
+    assert ok.units == (ci[1],)
+    # counted as two shares (the number alone), the same ask passes the quota
+    assert not choose(Ask("alice", 10, quota=3 / 7, used=used_by("alice", loads)), loads).granted
+
 
 def test_student_at_limit():
     """Alice, student, two MIG instances' worth of quota: two allocations, then refused (not queued)."""

@@ -14,11 +14,11 @@ import syslog
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
-from ds01d.rules.placement import Answer, Ask, Claim, Hold, Running, UnitLoad, choose, kept_from, picture, used_by
+from ds01d.rules.placement import Answer, Ask, Claim, Hold, Running, UnitLoad, choose, held_by, kept_from, picture
 from ds01d.config import Config, ForeignDevicePolicy
 from ds01d.host.decision_log import DecisionLog
 from ds01d.rules.gpu_request import GpuRequest
-from ds01d.rules.gpu_units import Inventory, Unit, resolve_request
+from ds01d.rules.gpu_units import gpu_equivalents, Inventory, Unit, resolve_request
 from ds01d.rules.limits import EffectiveLimits
 from ds01d.config.quantities import format_duration
 from ds01d.host.state_db import GpuStore
@@ -89,8 +89,9 @@ class Allocations:
 
     def ask(self, host: Host, user: str, args: AllocateArgs, loads: list[UnitLoad]) -> Ask:
         limits = host.limits_for(user)
-        return Ask(user, limits["priority"], count=args.count, full=args.full,
-                   quota=limits["gpu_quota"], used=used_by(user, loads), may_full_gpu=bool(limits["allow_full_gpu"]),
+        held = held_by(user, loads)
+        return Ask(user, limits["priority"], count=args.count, full=args.full, quota=limits["gpu_quota"],
+                   used=gpu_equivalents(held), held=held, may_full_gpu=bool(limits["allow_full_gpu"]),
                    allow_sharing=host.config.policies.allow_sharing)
 
     # --- requests -----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import math
-from typing import Callable, Iterable, Protocol
+from typing import Callable, Iterable, Protocol, TypeVar
 
 from ds01d.config import GpusAllPolicy, Policies
 from ds01d.rules.gpu_request import GpuRequest
@@ -27,11 +27,12 @@ from ds01d.rules.lifecycle import (UNKNOWN, Deadline, IdleState, Verdict, hold_e
 from ds01d.rules.limits import EffectiveLimits
 from ds01d.rules.placement import keeps_after_stop
 from ds01d.host.container_files import regular_file_mtime
-from ds01d.host.nvml import Nvml, NvmlUnavailable
+from ds01d.host.nvml import Nvml, NvmlHung, NvmlUnavailable
 from ds01d.config.quantities import format_duration, format_size
 from ds01d.host.state_db import GpuStore, Store
 from ds01d.rules.records import ContainerRecord, GpuState
 
+T = TypeVar("T")
 INVENTORY_EVERY = 30          # passes between inventory refreshes (MIG layouts change rarely)
 STOPPED = ("exited", "dead")
 
@@ -60,11 +61,12 @@ class GpuWatch:
     """NVML session, inventory and idle clocks; one instance per daemon."""
 
     def __init__(self, store: Store, clock: Callable[[], float], nvml_open: Callable[[], Nvml] = Nvml.open,
-                 proc: str = "/proc"):
+                 proc: str = "/proc", nvml_call: Callable[[Callable[[], T]], T] = lambda read: read()):
         self.store = store
         self.gpu = GpuStore(store)
         self.clock = clock
         self.nvml_open = nvml_open
+        self.nvml_call = nvml_call     # how a pass's NVML read is run (the daemon: off its loop, bounded)
         self.proc = proc
         self.nvml: Nvml | None = None
         self.cpu_only: str | None = None
@@ -78,6 +80,7 @@ class GpuWatch:
         self.last_pass: float | None = None
         self.news: list[str] = []                    # NVML's re-initialisations, for the journal
         self._seen_on: dict[str, set[str]] = {}     # container -> units NVML shows it on this pass
+        self.found: list[str] = []                   # containers first found on units this pass
 
     # --- NVML ---------------------------------------------------------------------
 
@@ -105,12 +108,25 @@ class GpuWatch:
         return units + [by_uuid[u] for u in sorted(seen) if u in by_uuid], missing
 
     def _sample(self) -> dict[str, UnitSample]:
-        if self.nvml is None:
+        """One NVML read of the pass, through `nvml_call` (off the main loop, bounded): NVML that
+        does not answer makes every unit unknown for the pass, never idle."""
+        nvml = self.nvml
+        if nvml is None:
             return {}
-        self.inventory = self.nvml.refresh(self.inventory, due=self.passes % INVENTORY_EVERY == 0)
-        self.news.extend(self.nvml.events)
-        self.nvml.events.clear()
-        return {s.uuid: s for s in self.nvml.sample(self.inventory)}
+        due = self.passes % INVENTORY_EVERY == 0
+
+        def read() -> tuple[Inventory, list[UnitSample]]:
+            inventory = nvml.refresh(self.inventory, due=due)
+            return inventory, nvml.sample(inventory)
+        try:
+            self.inventory, samples = self.nvml_call(read)
+        except NvmlHung as exc:
+            return {u.uuid: UnitSample(u.uuid, None, None, None, unknown_reason=str(exc), process_gap=str(exc))
+                    for u in self.inventory.units}
+        finally:
+            self.news.extend(nvml.events)
+            nvml.events.clear()
+        return {s.uuid: s for s in samples}
 
     def _container_of_pid(self, pid: int) -> str | None:
         try:
@@ -217,6 +233,7 @@ class GpuWatch:
     def run_pass(self, records: list[ContainerRecord], limits_for: Callable[[str | None], EffectiveLimits],
                  policies: Policies, interval: int, act: Actuator) -> None:
         now = self.clock()
+        self.found = []
         self.samples = self._sample()
         self.passes += 1
         elapsed = min(now - self.last_pass, 2 * interval) if self.last_pass else 0.0
@@ -260,6 +277,7 @@ class GpuWatch:
         units, _ = self.units_of(rec)
         check = quota_check(limits["gpu_quota"], self._held_by(rec, records, limits_for, self.clock()), units)
         if not check.over:
+            self.found.append(rec.id)   # the daemon judges its units against holds and reservations
             return False
         shown = ", ".join(u.index for u in units if u.uuid in found)
         now = self.clock()  # stopped for its devices: it leaves no hold after it (as `forfeit`)

@@ -51,7 +51,7 @@ from ds01d.daemon.status_model import StatusView, iso
 from ds01d.daemon.status_server import AbandonedGrant, AdminRequest, StatusApp, StatusServer, deliver
 from ds01d.host.decision_log import DecisionLog, JournalSend, journald_send
 from ds01d.host.docker_engine import CONNECTION_ERRORS, DockerAdapter, DockerEvent, StreamEnded
-from ds01d.host.nvml import Nvml
+from ds01d.host.nvml import Nvml, NvmlHung
 from ds01d.host.sd_notify import Notifier
 from ds01d.host.slices import SystemdSlices
 from ds01d.host.state_db import Store
@@ -66,6 +66,7 @@ from ds01d.rules.records import ContainerRecord
 
 TICK = 0.2
 STATUS_EVERY = 1.0            # seconds between STATUS= refreshes (a query over every container)
+NVML_TIMEOUT = 10.0           # seconds a pass waits for NVML before its units are unknown
 FEED_EVERY = 0.5              # seconds between watchdog pings while a Docker call is under way
 UNIX_CACHE_SECONDS = 60.0
 PRUNE_EVERY = 3600.0          # seconds between prunings of the audit trail (audit_retention)
@@ -139,7 +140,9 @@ class Daemon:
                                  self.events.put, self.error, self.reader_for)
         self._unix: tuple[float, dict[str, frozenset[str]]] | None = None
         self._limits: dict[str | None, EffectiveLimits] = {}
-        self.gpus = GpuWatch(self.store, clock, nvml_open)
+        self.nvml_pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="nvml")
+        self.nvml_busy: tuple[concurrent.futures.Future, float] | None = None
+        self.gpus = GpuWatch(self.store, clock, nvml_open, nvml_call=self.nvml_call)
         self.allocations = Allocations(self.gpus.gpu, self.log, is_system_user)
         self.admin_actions = AdminActions(self)
         self.next_pass = 0.0
@@ -263,6 +266,7 @@ class Daemon:
             self.docker.stop_events()
         self.connector.close()
         self.docker_pool.shutdown(wait=False, cancel_futures=True)
+        self.nvml_pool.shutdown(wait=False, cancel_futures=True)
         self.actuator.shutdown()
         self.gpus.close()
         self.slice_keeper.close()
@@ -332,12 +336,31 @@ class Daemon:
         with the watchdog fed while it runs: slow Docker is not a stuck loop."""
         return self.fed_result(self.docker_pool.submit(fn, *args))
 
-    def fed_result(self, future: concurrent.futures.Future) -> Any:
+    def fed_result(self, future: concurrent.futures.Future, limit: float | None = None) -> Any:
+        """The future's result, with the watchdog fed while it runs; TimeoutError past `limit`."""
+        give_up = None if limit is None else time.monotonic() + limit
         while True:
             try:
                 return future.result(timeout=FEED_EVERY)
             except concurrent.futures.TimeoutError:
+                if give_up is not None and time.monotonic() >= give_up:
+                    raise
                 self.notifier.watchdog()
+
+    def nvml_call(self, read: Callable[[], Any]) -> Any:
+        """A pass's NVML read on NVML's own thread, waited for NVML_TIMEOUT at most.  NVML has no
+        timeouts of its own, and a call that hangs must cost a pass of unknowns, not the loop;
+        while it still hangs, nothing more is asked of NVML."""
+        if self.nvml_busy is not None:
+            future, since = self.nvml_busy
+            if not future.done():
+                raise NvmlHung(f"NVML has not answered since {iso(since)}")
+        future = self.nvml_pool.submit(read)
+        self.nvml_busy = (future, self.clock())
+        try:
+            return self.fed_result(future, NVML_TIMEOUT)
+        except concurrent.futures.TimeoutError:
+            raise NvmlHung(f"NVML did not answer within {NVML_TIMEOUT:.0f}s") from None
 
     # --- events ----------------------------------------------------------------
 
@@ -461,6 +484,7 @@ class Daemon:
             self.gpus.run_pass(self.store.live_containers(), self.limits_for, self.config.policies, interval,
                                self.actuator),
             self.allocations.expire(self.clock())))
+        self.step("judging containers found on GPUs", self.judge_found)
         for news in self.gpus.news:
             self.log.record("gpu-nvml", news, priority=syslog.LOG_WARNING)
         self.gpus.news.clear()
@@ -468,6 +492,21 @@ class Daemon:
         self.last_alive = self.clock()
         self.store.set_meta("last_alive", repr(self.last_alive))
         self.dirty = True
+
+    def judge_found(self) -> None:
+        """A container found computing on units it never asked for (CDI, --privileged, /dev
+        mounted) is judged as if it had started on them: not on a device held, reserved or
+        allocated for someone else (its quota was judged in the pass)."""
+        for cid in self.gpus.found:
+            record = self.store.container(cid)
+            if record is None or record.status != "running":
+                continue
+            verdict = self.allocations.conflict(self.host(), record, self.gpus.units_of(record)[0])
+            if verdict is not None:
+                if verdict[0] == "stop":
+                    self.gpus.forfeit(record)
+                self.actuator.carry_out(record, Action(verdict[0], f"found computing without asking for "
+                                                                  f"a GPU (no --gpus): {verdict[1]}"), "gpu-found")
 
     def prune(self) -> None:
         """Keep the audit trail to `daemon.audit_retention` (checked hourly)."""

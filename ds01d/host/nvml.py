@@ -45,10 +45,18 @@ PROCESS_LISTS = (("compute", "nvmlDeviceGetComputeRunningProcesses"),
                  ("graphics", "nvmlDeviceGetGraphicsRunningProcesses"),
                  ("MPS", "nvmlDeviceGetMPSComputeRunningProcesses"))
 REOPEN_FIRST, REOPEN_MAX = 5.0, 300.0     # seconds between attempts to start NVML again, doubling
+#: Errors of nvmlInit at ds01d's start that the host may get over without a restart of ds01d (the
+#: kernel module loads after ds01d at boot, a GPU being reset); any other means a CPU-only host.
+START_AGAIN_ERRORS = ("DRIVER_NOT_LOADED", "GPU_IS_LOST", "RESET_REQUIRED", "UNKNOWN")
 
 
 class NvmlUnavailable(Exception):
     """No NVIDIA library (or no driver): ds01d runs CPU-only."""
+
+
+class NvmlHung(Exception):
+    """NVML did not answer in time (a GPU falling off the bus can hold a call for long):
+    what it would have said is unknown; str(exc) says since when."""
 
 
 def import_pynvml() -> ModuleType:
@@ -92,13 +100,22 @@ class Nvml:
     _reopen_wait = REOPEN_FIRST
 
     @classmethod
-    def open(cls, module: ModuleType | None = None) -> "Nvml":
+    def open(cls, module: ModuleType | None = None, clock: Callable[[], float] = time.time) -> "Nvml":
+        """A session; one not started yet (tried again with backoff, like a lost one) where the
+        driver is only not loaded yet; NvmlUnavailable where the host has no NVIDIA driver."""
         nv = module or import_pynvml()
         try:
             nv.nvmlInit()
         except nv.NVMLError as exc:
-            raise NvmlUnavailable(f"NVML did not start: {exc}") from None
-        return cls(nv)
+            if getattr(exc, "value", None) not in {getattr(nv, f"NVML_ERROR_{n}", None) for n in START_AGAIN_ERRORS}:
+                raise NvmlUnavailable(f"NVML did not start: {exc}") from None
+            session = cls(nv, clock)
+            session._broken = f"NVML did not start: {exc}"
+            session._back_off()
+            session.events.append(f"NVML did not start: {exc}; trying again in {REOPEN_FIRST:.0f}s, "
+                                  "then less and less often")
+            return session
+        return cls(nv, clock)
 
     def close(self) -> None:
         self._free_gpm(set(self._gpm_prev))

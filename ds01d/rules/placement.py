@@ -146,6 +146,8 @@ class Ask:
     full: bool = False             # one whole physical GPU
     quota: float | None = None     # GPU-equivalents; None = unlimited
     used: float = 0.0              # GPU-equivalents already held (running, on hold, allocated)
+    held: tuple[Unit, ...] = ()    # those units, where known: a new compute instance of a GPU
+                                   # instance the user already holds adds nothing to the quota
     may_full_gpu: bool = False
     allow_sharing: bool = False
 
@@ -185,11 +187,18 @@ def choose(ask: Ask, loads: Sequence[UnitLoad]) -> Answer:
     if not options:
         return Answer(wait=True, reason=_why_none(ask, loads))
     for units in options:
-        if ask.quota is None or ask.used + gpu_equivalents(units) <= ask.quota + 1e-6:
+        if ask.quota is None or _with(ask, units) <= ask.quota + 1e-6:
             return Answer(tuple(units))
     smallest = min(gpu_equivalents(units) for units in options)
     return Answer(reason=f"{ask.user} holds {ask.used:g} GPU-equivalents; {smallest:g} more would pass the "
                          f"quota of {ask.quota:g}")
+
+
+def _with(ask: Ask, units: Sequence[Unit]) -> float:
+    """GPU-equivalents the user would hold with `units` (distinct GPU instances counted once)."""
+    if ask.held:
+        return gpu_equivalents((*ask.held, *units))
+    return ask.used + gpu_equivalents(units)
 
 
 def _units(ask: Ask, loads: Sequence[UnitLoad]) -> list[list[Unit]]:
@@ -235,8 +244,12 @@ def _hm(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%H:%M UTC")
 
 
+def held_by(user: str, loads: Iterable[UnitLoad]) -> tuple[Unit, ...]:
+    """The units a user already has: those they run on, hold or were allocated."""
+    return tuple(l.unit for l in loads if any(u == user for u, _ in l.users) or
+                 any(c.user == user and c.kind != "reserved" for c in l.claims))
+
+
 def used_by(user: str, loads: Iterable[UnitLoad]) -> float:
-    """GPU-equivalents a user already has: units they run on, hold or were allocated."""
-    return gpu_equivalents(l.unit for l in loads
-                           if any(u == user for u, _ in l.users) or
-                           any(c.user == user and c.kind != "reserved" for c in l.claims))
+    """GPU-equivalents a user already has (`held_by`, distinct GPU instances counted once)."""
+    return gpu_equivalents(held_by(user, loads))

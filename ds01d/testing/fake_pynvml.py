@@ -23,7 +23,8 @@ kind fake hides the paths where a busy container would be judged idle:
   call on that GPU raise GPU_IS_LOST.
 - A changed `driver_epoch` is a driver reload: every call of the session opened
   before it raises GPU_IS_LOST until nvmlShutdown and nvmlInit; `driver_loaded: false`
-  makes nvmlInit raise DRIVER_NOT_LOADED.  A MIG handle whose
+  makes nvmlInit raise DRIVER_NOT_LOADED; `hang_s: N` makes every call block N seconds
+  first (NVML has no timeouts).  A MIG handle whose
   instance was destroyed or recreated since it was handed out raises INVALID_ARGUMENT.
 - MIG GPUs have `max_slices` slices (7: A100/H100; 4: A30).  Several entries with the
   same `gi` are compute instances of one GPU instance (`slices` is the GPU instance's
@@ -112,6 +113,8 @@ def _nvml(fn: F) -> F:
     def call(*args: Any, **kwargs: Any) -> Any:
         if _lacks(fn.__name__):
             raise NVMLError(NVML_ERROR_FUNCTION_NOT_FOUND)
+        if _scenario_path is not None and _scenario().get("hang_s"):
+            time.sleep(_scenario()["hang_s"])   # a GPU falling off the bus: calls block, no timeout
         if _session is None:
             raise NVMLError(NVML_ERROR_UNINITIALIZED)
         if _session != _scenario().get("driver_epoch", 0):
