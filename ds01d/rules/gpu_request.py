@@ -1,7 +1,10 @@
 """Which GPUs a container asked Docker for, from its inspect data.
 
-Three ways exist on real hosts: DeviceRequests (`--gpus`), the nvidia runtime
-reading NVIDIA_VISIBLE_DEVICES, and raw `/dev/nvidiaN` device nodes.  Device ids
+Four ways exist on real hosts: DeviceRequests (`--gpus`), CDI device requests
+(`--device nvidia.com/gpu=0`, Docker 25 and later), the nvidia runtime reading
+NVIDIA_VISIBLE_DEVICES (the image's own env included: inspect shows it merged), and raw
+`/dev/nvidiaN` device nodes.  What none of them shows (`--privileged`, `-v /dev:/dev`)
+is found from NVML's process list instead (the GPU watch).  Device ids
 are kept as written (index, `GPU-`/`MIG-` UUID, or `0:1` MIG id); resolving them
 to real devices needs NVML and happens in the GPU adapter.
 """
@@ -13,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 _DEV_NODE = re.compile(r"^/dev/nvidia(\d+)$")
+_CDI_GPU = "nvidia.com/gpu="
 
 
 @dataclass(frozen=True)
@@ -44,10 +48,22 @@ def _is_gpu_request(req: Mapping[str, Any]) -> bool:
     return req.get("Driver") == "nvidia" or any("gpu" in (c or []) for c in caps)
 
 
+def _from_cdi(host: Mapping[str, Any]) -> GpuRequest | None:
+    """CDI names (`nvidia.com/gpu=0`, `=all`, `=GPU-<uuid>`, `=0:1`) of the `cdi` driver."""
+    names = [i for r in host.get("DeviceRequests") or [] if r.get("Driver") == "cdi"
+             for i in (r.get("DeviceIDs") or []) if isinstance(i, str) and i.startswith(_CDI_GPU)]
+    if not names:
+        return None
+    ids = tuple(n[len(_CDI_GPU):] for n in names)
+    if "all" in ids:
+        return GpuRequest(all_gpus=True, source="CDI")
+    return GpuRequest(device_ids=ids, source="CDI")
+
+
 def _from_device_requests(host: Mapping[str, Any]) -> GpuRequest | None:
     requests = [r for r in host.get("DeviceRequests") or [] if _is_gpu_request(r)]
     if not requests:
-        return None
+        return _from_cdi(host)
     ids = tuple(i for r in requests for i in (r.get("DeviceIDs") or []))
     count = sum(max(r.get("Count") or 0, 0) for r in requests)
     return GpuRequest(all_gpus=any(r.get("Count") == -1 for r in requests),
