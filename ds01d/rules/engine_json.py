@@ -1,0 +1,161 @@
+"""A container-create body read the way dockerd reads it, and written back unambiguous.
+
+dockerd decodes request bodies with Go's encoding/json, which does not do what a Python
+reader of the same bytes would assume: an object key matches a struct field whatever its
+case (and with Unicode simple folding, so "ſ" (U+017F) is an "s" and "K" (U+212A) a "k"),
+a later key overwrites an earlier one that matched the same field, unknown keys are
+ignored, and the create body's host settings may also sit at its top level (the container
+config and the host config are one object for old clients).  A gateway that checks
+`body["HostConfig"]["CgroupParent"]` while the engine executes `"hostconfig": {"cgroupparent": ...}`
+checks nothing.
+
+So the gateway never forwards what the client sent: it forwards `canonical(body)`, in which
+every key that names a field of the engine's create structures is spelled the engine's
+way and given the value the engine would have taken, host settings are inside
+`HostConfig` only, and values the engine could not have decoded either (NaN, invalid
+UTF-8, a body that is not an object) are refused.  What ds01d then reads and rewrites is
+exactly what dockerd will execute.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Mapping
+
+_DEVICE_REQUEST = ("Driver", "Count", "DeviceIDs", "Capabilities", "Options")
+_DEVICE_MAPPING = ("PathOnHost", "PathInContainer", "CgroupPermissions")
+_RESOURCES = (
+    "CpuShares", "Memory", "NanoCpus", "CgroupParent", "BlkioWeight", "BlkioWeightDevice",
+    "BlkioDeviceReadBps", "BlkioDeviceWriteBps", "BlkioDeviceReadIOps", "BlkioDeviceWriteIOps",
+    "CpuPeriod", "CpuQuota", "CpuRealtimePeriod", "CpuRealtimeRuntime", "CpusetCpus", "CpusetMems",
+    "Devices", "DeviceCgroupRules", "DeviceRequests", "KernelMemory", "KernelMemoryTCP",
+    "MemoryReservation", "MemorySwap", "MemorySwappiness", "OomKillDisable", "PidsLimit", "Ulimits",
+    "CpuCount", "CpuPercent", "IOMaximumIOps", "IOMaximumBandwidth")
+#: container.HostConfig of API 1.41 (Docker 20.10) and later, its embedded Resources included.
+HOST_CONFIG = _RESOURCES + (
+    "Binds", "ContainerIDFile", "LogConfig", "NetworkMode", "PortBindings", "RestartPolicy", "AutoRemove",
+    "VolumeDriver", "VolumesFrom", "ConsoleSize", "Annotations", "CapAdd", "CapDrop", "CgroupnsMode", "Dns",
+    "DnsOptions", "DnsSearch", "ExtraHosts", "GroupAdd", "IpcMode", "Cgroup", "Links", "OomScoreAdj",
+    "PidMode", "Privileged", "PublishAllPorts", "ReadonlyRootfs", "SecurityOpt", "StorageOpt", "Tmpfs",
+    "UTSMode", "UsernsMode", "ShmSize", "Sysctls", "Runtime", "Isolation", "Mounts", "MaskedPaths",
+    "ReadonlyPaths", "Init")
+#: container.Config.
+CONFIG = ("Hostname", "Domainname", "User", "AttachStdin", "AttachStdout", "AttachStderr", "ExposedPorts",
+          "Tty", "OpenStdin", "StdinOnce", "Env", "Cmd", "Healthcheck", "ArgsEscaped", "Image", "Volumes",
+          "WorkingDir", "Entrypoint", "NetworkDisabled", "MacAddress", "OnBuild", "Labels", "StopSignal",
+          "StopTimeout", "Shell")
+#: What the create handler's wrapper adds around them.
+WRAPPER = ("HostConfig", "NetworkingConfig")
+
+#: Object-valued fields whose own keys are struct fields too (the rest are maps: Labels,
+#: Sysctls... keep their keys exactly).
+_NESTED: dict[str, tuple[str, ...]] = {"DeviceRequests": _DEVICE_REQUEST, "Devices": _DEVICE_MAPPING}
+
+
+class _Pairs(list):
+    """A JSON object as its (key, value) pairs in order, duplicates kept: Go's view of it."""
+
+
+class UnreadableBody(ValueError):
+    """A create body the gateway will not forward; str(exc) is the one sentence."""
+
+
+def fold(key: str) -> str:
+    """Go's case folding for field names: ASCII case, plus the two non-ASCII letters that fold
+    to ASCII ones (KELVIN SIGN to k, LATIN SMALL LETTER LONG S to s)."""
+    return key.replace("\u212a", "k").replace("\u017f", "s").lower()
+
+
+def _strict_loads(data: bytes) -> Any:
+    def no_constant(name: str) -> Any:
+        raise UnreadableBody(f"the body has {name}, which is not JSON")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UnreadableBody("the body is not UTF-8") from None
+    try:
+        return json.loads(text, object_pairs_hook=_Pairs, parse_constant=no_constant)
+    except RecursionError:
+        raise UnreadableBody("the body is nested too deeply") from None
+    except ValueError as exc:
+        if isinstance(exc, UnreadableBody):
+            raise
+        raise UnreadableBody(f"the body is not JSON ({exc.msg} at character {exc.pos})") from None
+
+
+def _fields(pairs: list[tuple[str, Any]], known: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(known fields by canonical name, the other keys), each later key winning as in Go."""
+    by_fold = {fold(k): k for k in known}
+    fields: dict[str, Any] = {}
+    other: dict[str, Any] = {}
+    for key, value in pairs:
+        name = by_fold.get(fold(key))
+        if name is None:
+            other[key] = value
+        else:
+            fields[name] = value
+    return fields, other
+
+
+def _plain(value: Any) -> Any:
+    """Objects back to dicts with their keys as sent (maps such as Labels), later keys winning."""
+    if isinstance(value, _Pairs):
+        return {k: _plain(v) for k, v in value}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _object(value: Any, what: str) -> _Pairs | None:
+    if value is None:
+        return None
+    if isinstance(value, _Pairs):
+        return value
+    raise UnreadableBody(f"{what} must be an object")
+
+
+def _struct(pairs: list[tuple[str, Any]], known: tuple[str, ...]) -> dict[str, Any]:
+    fields, _ = _fields(pairs, known)   # keys the engine ignores are dropped: never forwarded unread
+    out: dict[str, Any] = {}
+    for name, value in fields.items():
+        nested = _NESTED.get(name)
+        if nested is not None and isinstance(value, list):
+            out[name] = [_struct(item, nested) if isinstance(item, _Pairs) else _plain(item) for item in value]
+        else:
+            out[name] = _plain(value)
+    return out
+
+
+def canonical(data: bytes) -> dict[str, Any]:
+    """See `_canonical`; a body nested deeper than Python's stack is refused, not a crash."""
+    try:
+        return _canonical(data)
+    except RecursionError:
+        raise UnreadableBody("the body is nested too deeply") from None
+
+
+def _canonical(data: bytes) -> dict[str, Any]:
+    """The create body as dockerd will execute it, keys spelled its way, host settings in
+    `HostConfig` only; UnreadableBody where the engine could not have read it either, or
+    where host settings sit both inside and outside `HostConfig` (the engine merges some of
+    them: too subtle to check, so refused)."""
+    pairs = _object(_strict_loads(data) if data.strip() else _Pairs(), "the body")
+    assert pairs is not None
+    wrapper, rest = _fields(pairs, WRAPPER)
+    config, rest_pairs = _fields(list(rest.items()), CONFIG)
+    top_host, _ignored = _fields(list(rest_pairs.items()), HOST_CONFIG)
+    inner = _object(wrapper.get("HostConfig"), "HostConfig")
+    if inner is not None and top_host:
+        raise UnreadableBody(f"host settings are both in HostConfig and at the top level ({sorted(top_host)[0]}); "
+                             "put them in HostConfig")
+    host_pairs = inner if inner is not None else _Pairs(top_host.items())
+    body = _struct(_Pairs(config.items()), CONFIG)
+    body["HostConfig"] = _struct(host_pairs, HOST_CONFIG)
+    networking = wrapper.get("NetworkingConfig")
+    if networking is not None:
+        body["NetworkingConfig"] = _plain(networking)
+    return body
+
+
+def encode(body: Mapping[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
