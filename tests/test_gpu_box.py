@@ -164,7 +164,12 @@ def test_mig_only_the_idle_user_is_stopped_and_unknown_is_never_idle(env, box, b
     assert running(box, busy) and running(box, blind)
     blind_state = svc.gpu_state(blind)
     assert blind_state["verdict"] == "unknown" and "without GPM" in blind_state["why"]
-    assert blind_state["idle_since"] is None
+    # Unknown pauses the idle clock: whatever idle time it had (before its process showed up)
+    # does not grow while it is unknown.
+    later = box.wait_until(lambda: (s := svc.gpu_state(blind))["updated"] >= blind_state["updated"] + 2 and s,
+                           10.0, what="two more passes")
+    idle_for = [(s["updated"] - s["idle_since"]) if s["idle_since"] else 0.0 for s in (blind_state, later)]
+    assert later["verdict"] == "unknown" and idle_for[1] <= idle_for[0] + 0.5, idle_for
     assert svc.gpu_state(busy)["verdict"] == "busy"
     gpus.mig2, gpus.mig3 = [{"slices": 3}, {"slices": 2}, {"slices": 2}], [{"slices": 7}]
     gpus.write()

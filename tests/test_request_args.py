@@ -13,6 +13,7 @@ from ds01d.daemon.request_args import (
     MAX_WAIT_S,
     AllocateArgs,
     ReloadArgs,
+    AdmitArgs,
     UsageArgs,
     BadRequest,
     ExtendArgs,
@@ -89,10 +90,17 @@ def test_any_json_is_a_typed_value_or_one_sentence(action, body):
     except BadRequest as exc:
         assert str(exc) and "\n" not in str(exc) and len(str(exc)) <= 200
     else:
-        assert isinstance(value, (AllocateArgs, ReleaseArgs, ExtendArgs, ReloadArgs, UsageArgs))
+        assert isinstance(value, (AllocateArgs, ReleaseArgs, ExtendArgs, ReloadArgs, UsageArgs, AdmitArgs))
 
 
 def test_reload_takes_no_arguments():
     assert parse_args("reload", {}) == ReloadArgs()
     with pytest.raises(BadRequest, match="reload takes no arguments; not 'path'"):
         parse_args("reload", {"path": "/etc/shadow"})
+
+
+def test_admit_takes_a_uid():
+    assert parse_args("admit", {"uid": 2001}) == AdmitArgs(2001)
+    for bad in ({}, {"uid": -1}, {"uid": "2001"}, {"uid": 2**32}, {"uid": 1, "user": "root"}):
+        with pytest.raises(BadRequest):
+            parse_args("admit", bad)

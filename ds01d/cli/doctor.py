@@ -100,12 +100,12 @@ def _gpu_check(nvml: object, index: int, units: list) -> Check:
     if not units[0].is_mig:
         return Check(f"gpu {index}", True, f"{units[0].name}, whole GPU: activity from utilization")
     handles = getattr(nvml, "handles", {})
-    gpm = all(handles[u.uuid].gpm for u in units if u.uuid in handles)
+    why_not = next((handles[u.uuid].no_gpm for u in units if u.uuid in handles and handles[u.uuid].no_gpm), None)
     profiles = ", ".join(u.profile for u in units)
-    if gpm:
+    if why_not is None:
         return Check(f"gpu {index}", True, f"MIG ({profiles}): activity per instance from GPM")
-    return Check(f"gpu {index}", False, f"MIG ({profiles}) without GPM: activity per instance cannot be measured, "
-                 "so no one on it is ever stopped for idleness",
+    return Check(f"gpu {index}", False, f"MIG ({profiles}) without GPM ({why_not}): activity per instance cannot be "
+                 "measured, so no one on it is ever stopped for idleness",
                  "expected on A100-class GPUs; accept it, or use whole GPUs there (MIG off) for idle enforcement")
 
 

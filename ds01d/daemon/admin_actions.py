@@ -18,7 +18,7 @@ from ds01d.daemon.allocation_service import Allocations, Host
 from ds01d.daemon.gpu_watch import GpuWatch
 from ds01d.daemon.status_model import Caller, iso
 from ds01d.daemon.reload import ReloadOutcome
-from ds01d.daemon.request_args import ExtendArgs, ReleaseArgs, ReloadArgs, UsageArgs
+from ds01d.daemon.request_args import AdmitArgs, ExtendArgs, ReleaseArgs, ReloadArgs, UsageArgs
 from ds01d.daemon.status_server import AdminRequest, deliver
 from ds01d.host.decision_log import DecisionLog
 from ds01d.host.state_db import Store
@@ -41,6 +41,7 @@ class DaemonState(Protocol):
     def limits_for(self, owner: str | None) -> EffectiveLimits: ...
     def host(self) -> Host: ...
     def reload(self) -> ReloadOutcome: ...
+    def admission(self, uid: int) -> Answer: ...
 
 
 class AdminActions:
@@ -64,6 +65,8 @@ class AdminActions:
                 result = self.reload(request.caller)
             elif isinstance(request.args, UsageArgs):
                 result = self.usage(request.args, request.caller)
+            elif isinstance(request.args, AdmitArgs):
+                result = self.admit(request.args, request.caller)
             else:
                 result = (404, {"error": f"no such action {request.action}"})
         except Exception as exc:  # the caller gets the error; the daemon goes on
@@ -145,6 +148,12 @@ class AdminActions:
         if not (caller.admin or d.config.daemon.show_other_users):
             users = [u for u in users if u["user"] == caller.user]
         return 200, {"since": first_day.isoformat(), "users": users}
+
+    def admit(self, args: AdmitArgs, caller: Caller) -> Answer:
+        """For the gateway only (root: it vouches for the uid it read from the kernel)."""
+        if caller.uid != 0:
+            return 403, {"error": "only the Docker gateway (root) asks for admissions"}
+        return self.daemon.admission(args.uid)
 
 
 def whose(rec: ContainerRecord) -> str:

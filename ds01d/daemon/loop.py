@@ -29,7 +29,9 @@ from __future__ import annotations
 import concurrent.futures
 import datetime as dt
 import os
+import pwd
 import queue
+import secrets
 import traceback
 import signal
 import syslog
@@ -54,11 +56,13 @@ from ds01d.host.docker_engine import CONNECTION_ERRORS, DockerAdapter, DockerEve
 from ds01d.host.nvml import Nvml, NvmlHung
 from ds01d.host.sd_notify import Notifier
 from ds01d.host.slices import SystemdSlices
+from ds01d.host.admission_key import load_or_create
 from ds01d.host.state_db import Store
 from ds01d.host.unix_groups import is_local_user, is_system_user, unix_group_members
 from ds01d.rules.container_facts import build_record
 from ds01d.rules.enforcement import Action, excess_running, max_containers_reason, outside_slice_action, unowned_action
 from ds01d.rules.gpu_units import gpu_equivalents
+from ds01d.rules.admission_mark import sign
 from ds01d.rules.limits import EffectiveLimits, resolve
 from ds01d.rules.privacy import NOBODY_HIDDEN, Redactor
 from ds01d.rules.placement import Hold
@@ -153,6 +157,7 @@ class Daemon:
                                     lambda message: self.events.put(WorkerError(message)))
         self.server: StatusServer | None = None
         self.last_alive = float(self.store.get_meta("last_alive") or 0.0)
+        self.admission_key = self.open_admission_key()
 
     # --- the loop -----------------------------------------------------------
 
@@ -279,7 +284,8 @@ class Daemon:
         self.connecting = False
         self.generation += 1
         try:
-            docker.start_events(self.store.get_meta("last_event"), self.events, self.generation)
+            # Opening the stream is a request too (dockerd may be starting): fed, like every call.
+            self.docker_call(docker.start_events, self.store.get_meta("last_event"), self.events, self.generation)
             self.docker = docker
             started = time.monotonic()
             count = self.reconcile()
@@ -565,6 +571,40 @@ class Daemon:
             sampling_interval=self.config.daemon.sampling_interval,
             show_other_users=self.config.daemon.show_other_users, quota_of=self.quota_function(),
             queue=tuple(self.allocations.queue(now)), known_users=self.known_users(records))
+
+    def open_admission_key(self) -> bytes:
+        """The marks' key; where the state directory refuses it, one for this run only (said):
+        enforcement does not wait for a disk."""
+        path = f"{self.config.daemon.state_dir}/admission.key"
+        try:
+            return load_or_create(path)
+        except OSError as exc:
+            self.state_news(f"{path}: {exc}; gateway marks made now will not verify after a restart", True)
+            return secrets.token_bytes(32)
+
+    def admission(self, uid: int) -> tuple[int, dict[str, Any]]:
+        """What a container the caller `uid` creates through the gateway gets: unrestricted for
+        root and admins; else their slice (made now, with its limits, before the create goes on),
+        and the mark that proves the owner labels are the gateway's.  Refused for accounts that
+        own no containers and where the owner already runs max_containers."""
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            return 403, {"error": f"uid {uid} has no account on this host; ask an admin"}
+        if uid == 0 or self.status_app.caller(uid).admin:
+            return 200, {"admin": True, "user": user, "uid": uid}
+        if is_system_user(user):
+            return 403, {"error": f"{user} is a system account and may not create containers here; ask an "
+                                  f"admin to add it to {self.config.daemon.admin_group or 'the admin group'}"}
+        limits = self.limits_for(user)
+        running = sum(1 for r in self.store.containers_of(user) if r.status == "running")
+        limit = limits["max_containers"]
+        if limit is not None and running >= limit:
+            return 409, {"error": max_containers_reason(user, running, limit)}
+        if not self.slice_keeper.ensure(limits):
+            return 503, {"error": f"ds01d could not prepare {limits.slice} just now; try again in a moment"}
+        return 200, {"admin": False, "user": user, "uid": uid, "slice": limits.slice, "group": limits.group,
+                     "mark": sign(self.admission_key, uid, user)}
 
     def known_users(self, records: tuple[ContainerRecord, ...] | None = None) -> frozenset[str]:
         """Every name ds01d's sentences might mention: owners, allocations, reservations and the

@@ -59,11 +59,18 @@ class UsageArgs:
 
 
 @dataclass(frozen=True)
+class AdmitArgs:
+    """`POST /v1/admit`: the gateway (root) asks what a caller's new container gets."""
+
+    uid: int
+
+
+@dataclass(frozen=True)
 class ReloadArgs:
     """`POST /v1/reload`: read the config file again (root and admins; what ExecReload runs)."""
 
 
-ActionArgs = Union[AllocateArgs, ReleaseArgs, ExtendArgs, ReloadArgs, UsageArgs]
+ActionArgs = Union[AllocateArgs, ReleaseArgs, ExtendArgs, ReloadArgs, UsageArgs, AdmitArgs]
 
 
 def whole_number(name: str, low: int, high: int) -> Callable[[Any], int]:
@@ -111,6 +118,7 @@ _ACTIONS: dict[str, tuple[type, dict[str, tuple[Callable[[Any], Any], bool]]]] =
     "extend": (ExtendArgs, {"container": (container_ref, True),
                             "seconds": (whole_number("seconds", 1, MAX_EXTEND_S), True)}),
     "reload": (ReloadArgs, {}),
+    "admit": (AdmitArgs, {"uid": (whole_number("uid", 0, 2**32 - 2), True)}),
     "usage": (UsageArgs, {"since_s": (whole_number("since_s", 0, MAX_USAGE_S), False)}),
 }
 ACTIONS = tuple(_ACTIONS)

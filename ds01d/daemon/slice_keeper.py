@@ -44,12 +44,13 @@ class SliceKeeper:
         self.slices: SystemdSlices | None = None
         self.applied: dict[str, tuple[str, tuple[tuple[str, Any], ...]]] = {}
 
-    def ensure(self, limits: EffectiveLimits) -> None:
-        """The owner's slice exists and carries `limits`; a failure is reported and retried next time."""
+    def ensure(self, limits: EffectiveLimits) -> bool:
+        """The owner's slice exists and carries `limits` (True); a failure is reported, retried
+        next time, and False."""
         props = slice_properties(limits)
         key = (limits.slice, tuple(sorted(props.items())))
         if self.applied.get(limits.user) == key:
-            return
+            return True
         try:
             if self.slices is None:
                 self.slices = self.slices_factory()
@@ -58,16 +59,17 @@ class SliceKeeper:
         except (SliceError, OSError) as exc:
             self.close()  # a fresh connection next time: this one may be what failed
             self.on_error(f"slice {limits.slice}: {exc}", limits.user)
-            return
+            return False
         self.applied[limits.user] = key
         if result.mismatches:
             self.log.record("slice-mismatch", "; ".join(result.mismatches), user=limits.user,
                             group=limits.group, slice_name=limits.slice, priority=syslog.LOG_ERR)
-            return
+            return True
         ignored = f" ({', '.join(result.ignored)} not enforceable on cgroup v1)" if result.ignored else ""
         self.log.record("slice-limits", describe_limits(limits) + ignored, user=limits.user,
                         group=limits.group, slice_name=limits.slice,
                         details={k: v for k, v in result.actual.items()})
+        return True
 
     def reassert_all(self) -> None:
         """Apply every slice again at its next `ensure`, even one an admin changed by hand."""
