@@ -53,6 +53,7 @@ def test_keys_the_engine_ignores_are_not_forwarded():
     (b'{"Image": ', "not JSON"),
     (b"[" * 100000, "nested too deeply"),
     (b'{"Labels": ' + b"[" * 950 + b"]" * 950 + b"}", "nested too deeply"),
+    (b'{"Labels": ' + b"[" * 64 + b"]" * 64 + b"}", "nested too deeply"),
 ])
 def test_what_cannot_be_read_is_refused_in_one_sentence(data, said):
     with pytest.raises(UnreadableBody, match=said) as err:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
+MAX_DEPTH = 64    # no create body nests deeper; a deeper one is refused the same on every Python
 _DEVICE_REQUEST = ("Driver", "Count", "DeviceIDs", "Capabilities", "Options")
 _DEVICE_MAPPING = ("PathOnHost", "PathInContainer", "CgroupPermissions")
 _RESOURCES = (
@@ -74,13 +75,28 @@ def _strict_loads(data: bytes) -> Any:
     except UnicodeDecodeError:
         raise UnreadableBody("the body is not UTF-8") from None
     try:
-        return json.loads(text, object_pairs_hook=_Pairs, parse_constant=no_constant)
+        value = json.loads(text, object_pairs_hook=_Pairs, parse_constant=no_constant)
+        _check_depth(value)
+        return value
     except RecursionError:
         raise UnreadableBody("the body is nested too deeply") from None
     except ValueError as exc:
         if isinstance(exc, UnreadableBody):
             raise
         raise UnreadableBody(f"the body is not JSON ({exc.msg} at character {exc.pos})") from None
+
+
+def _check_depth(value: Any) -> None:
+    """Refuse nesting beyond MAX_DEPTH (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise UnreadableBody("the body is nested too deeply")
+        if isinstance(item, _Pairs):
+            stack.extend((v, depth + 1) for _, v in item)
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
 
 
 def _fields(pairs: list[tuple[str, Any]], known: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
