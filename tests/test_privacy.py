@@ -22,8 +22,11 @@ def test_whole_names_only_and_the_readers_own_stays():
 
 def test_trees_and_nobody_hidden():
     r = Redactor(["bob"], "alice")
-    doc = {"error": "in use by bob", "bob": ["bob", 1, None, {"x": "bob's"}]}
-    assert r.tree(doc) == {"error": f"in use by {HIDDEN}", "bob": [HIDDEN, 1, None, {"x": f"{HIDDEN}'s"}]}
+    doc = {"error": "in use by bob.", "recent": [{"reason": "held for bob", "status": "bob", "at": "bob"}],
+           "why": ["bob", 1, None]}
+    assert r.tree(doc) == {"error": f"in use by {HIDDEN}.", "recent": [{"reason": f"held for {HIDDEN}",
+                                                                        "status": "bob", "at": "bob"}],
+                           "why": [HIDDEN, 1, None]}
     assert NOBODY_HIDDEN.tree(doc) == doc and Redactor([], "alice").text("bob") == "bob"
 
 
@@ -43,3 +46,13 @@ def test_container_names_not_the_readers_are_hidden():
 def test_what_the_reader_wrote_is_spared():
     r = Redactor(["bob"], "alice", {"bobs-run": "bob", "x": "bob"}).sparing(w for w in ["bobs-run"])
     assert r.text("no container 'bobs-run'; held for bob") == "no container 'bobs-run'; held for another user"
+
+
+def test_a_name_ending_a_sentence_is_hidden_and_data_fields_are_left_alone():
+    """bob's container named "running" must not turn everyone's states into "(hidden)"."""
+    r = Redactor(["bob"], "alice", {"running": "bob", "2026-11-25T10": "bob"})
+    assert r.text("0 in use by bob.") == f"0 in use by {HIDDEN}."
+    assert r.text("bob.smith and bob.") == f"bob.smith and {HIDDEN}."
+    doc = {"status": "running", "at": "2026-11-25T10:00:00Z", "reason": "stopped: running since 10:00"}
+    assert r.tree(doc) == {"status": "running", "at": "2026-11-25T10:00:00Z",
+                           "reason": "stopped: (hidden) since 10:00"}

@@ -126,3 +126,31 @@ def test_a_disk_that_fills_mid_run_loses_nothing(tmp_path):
 ])
 def test_which_errors_are_the_disks(exc, storage, damaged):
     assert (is_storage_failure(exc), is_damaged(exc)) == (storage, damaged)
+
+
+def test_a_file_that_could_not_be_opened_keeps_its_history_when_it_can(tmp_path, monkeypatch):
+    """Opening failed for a reason other than damage (a read-only mount at boot, a lock): ds01d ran
+    from an empty memory.  When the file is readable again its history must not be written over:
+    what was recorded meanwhile is added to it."""
+    import ds01d.host.state_file as state_file
+    path = tmp_path / "state.db"
+    before = Store(str(path))
+    for i in range(5):
+        before.add_audit(float(i), "stop", f"old {i}", user="alice")
+    before.close()
+    real = state_file._has_sqlite_header
+    calls = []
+
+    def refuse_once(p):
+        calls.append(p)
+        if len(calls) == 1:
+            raise PermissionError(13, "Permission denied", p)
+        return real(p)
+    monkeypatch.setattr(state_file, "_has_sqlite_header", refuse_once)
+    store = Store(str(path))
+    assert store.file.trouble and not store.file.holds_file and store.audit() == []
+    store.add_audit(10.0, "stop", "while in memory", user="alice")
+    assert store.file.try_restore()
+    assert "history is kept" in store.file.told[-1][0]
+    assert [r["reason"] for r in Store(str(path)).audit(100)] == ["while in memory"] + [f"old {i}" for i in
+                                                                                         range(4, -1, -1)]

@@ -127,6 +127,7 @@ class Daemon:
             self.state_news(message, bad)
         self.next_restore = 0.0
         self.next_prune = 0.0
+        self.reconcile_wanted = False
         self.events = Inbox(rank)
         self.docker: DockerAdapter | None = None
         self.connector = DockerConnector(docker_factory, self.events.put)
@@ -197,6 +198,9 @@ class Daemon:
                 self.step("serving the wait queue", lambda: self.allocations.serve_waiters(self.host()))
                 self.dirty = True
             self.step("writing the state back to disk", self.restore_state)
+            if self.reconcile_wanted and self.docker is not None:
+                self.reconcile_wanted = False
+                self.step("reconciling after a state change", self.reconcile)
             if self.dirty and time.monotonic() >= self.next_publish:
                 self.step("status view", self.publish)  # a broken view must not take enforcement down
             if time.monotonic() >= self.next_status:
@@ -643,10 +647,17 @@ class Daemon:
     # --- reload --------------------------------------------------------------------
 
     def reload(self) -> ReloadOutcome:
-        """Apply the config file again (SIGHUP, or `ds01d reload` through the socket)."""
+        """Apply the config file again (SIGHUP, or `ds01d reload` through the socket); READY=1
+        follows RELOADING=1 whatever happens, or systemd waits on a reload forever."""
         self.reload_requested = False
         self.next_status = 0.0
         self.notifier.reloading()
+        try:
+            return self._reload()
+        finally:
+            self.notifier.ready()
+
+    def _reload(self) -> ReloadOutcome:
         outcome = reload_config(self.config, self.today(), self.log)
         self.reload_refused = outcome.refused
         if outcome.config is not None:
@@ -659,7 +670,6 @@ class Daemon:
                     self.reconcile()
                 except CONNECTION_ERRORS as exc:
                     self.disconnected(f"{type(exc).__name__}: {exc}")
-        self.notifier.ready()
         return outcome
 
     # --- helpers ---------------------------------------------------------------------
@@ -675,8 +685,10 @@ class Daemon:
         return self._unix[1]
 
     def state_news(self, message: str, bad: bool) -> None:
-        """The state database moved to memory, was kept aside, or is back on disk."""
+        """The state database moved to memory, was kept aside, or is back on disk: what ds01d
+        knows of containers may have been left behind, so Docker is asked again (reconcile)."""
         self.next_status = 0.0
+        self.reconcile_wanted = True
         self.log.record("state-trouble" if bad else "state-restored", message,
                         priority=syslog.LOG_CRIT if bad else syslog.LOG_NOTICE)
 

@@ -188,7 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
         declared = self.headers.get("Content-Length")
         if declared is None:
             raise _Refused(411, "a request with a body needs a Content-Length")
-        if not declared.strip().isdigit():
+        if not (declared.strip().isascii() and declared.strip().isdigit()):   # not "²": int() refuses it
             raise _Refused(400, "bad request: Content-Length must be a number of bytes")
         length = int(declared)
         if length > MAX_BODY:

@@ -91,12 +91,12 @@ def walk_in_root(root_fd: int, path: str) -> int:
     directory walked so far; a symlink's text is read and walked in its place (an absolute
     one from `root_fd`), `..` never climbs above `root_fd`, at most MAX_LINKS symlinks.
     Magic links are read as text like any other, so their jump is never taken."""
-    todo = _components(path)
+    todo = _components(path)[::-1]  # a stack, next component last: a long link text costs no shifting
     walked = [os.dup(root_fd)]      # the directories walked so far, the root first
     links = 0
     try:
         while todo:
-            name = todo.pop(0)
+            name = todo.pop()
             if name == "..":
                 if len(walked) > 1:
                     os.close(walked.pop())
@@ -113,7 +113,7 @@ def walk_in_root(root_fd: int, path: str) -> int:
             if target.startswith("/"):
                 while len(walked) > 1:
                     os.close(walked.pop())
-            todo[:0] = _components(target)
+            todo.extend(_components(target)[::-1])
         return walked.pop()
     finally:
         for fd in walked:

@@ -76,6 +76,7 @@ class StateFile:
         self.trouble: str | None = None          # why the state is in memory; None when on disk
         self.since: float | None = None
         self.restorable = True
+        self.holds_file = True   # the memory (while in trouble) started as a copy of the file
         self.generation = 0
         self.db: sqlite3.Connection
         self._open()
@@ -151,6 +152,7 @@ class StateFile:
                 memory = _connect(":memory:")
         self.prepare(memory)
         self.db = memory
+        self.holds_file = copied
         self.trouble = why
         self.since = time.time()
         self.generation += 1
@@ -181,33 +183,48 @@ class StateFile:
                 self.tell(f"{self.path} was damaged: kept as {aside}", True)
 
     def try_restore(self) -> bool:
-        """Write the memory back to the file if the disk takes it now; True if back on disk."""
+        """Back on disk if the disk takes it now (True).  A memory copied from the file is
+        written over it; a memory that started empty (the file could not be opened) must not
+        be: the file's history is kept, and what was recorded meanwhile is added to it."""
         if self.trouble is None:
             return True
         if not self.restorable:
             return False
         try:
-            if os.path.exists(self.path) and not self._sound():
+            exists = os.path.exists(self.path)
+            if exists and not self._sound():
                 if self._move_aside() is None:
                     return False
-            os.makedirs(os.path.dirname(self.path) or ".", mode=0o755, exist_ok=True)
-            os.close(os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600))
-            disk = _connect(self.path)
-            try:
-                self.db.backup(disk)
-                self.prepare(disk)
-            except BaseException:
-                disk.close()
-                raise
+                exists = False
+            rejoin = exists and not self.holds_file
+            disk = self._disk_from_memory(rejoin)
         except (OSError, sqlite3.Error, SchemaTooNew):
             return False
         memory, self.db = self.db, disk
         memory.close()
         gap = time.time() - (self.since or time.time())
-        self.trouble, self.since = None, None
+        self.trouble, self.since, self.holds_file = None, None, True
         self.generation += 1
-        self.tell(f"state database {self.path} written again after {gap:.0f}s in memory; nothing was lost", False)
+        self.tell(f"state database {self.path} readable again after {gap:.0f}s: its history is kept and the "
+                  "decisions and GPU time recorded meanwhile were added to it" if rejoin else
+                  f"state database {self.path} written again after {gap:.0f}s in memory; nothing was lost", False)
         return True
+
+    def _disk_from_memory(self, rejoin: bool) -> sqlite3.Connection:
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o755, exist_ok=True)
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600))
+        disk = _connect(self.path)
+        try:
+            if rejoin:
+                self.prepare(disk)
+                _add_records(self.db, disk)
+            else:
+                self.db.backup(disk)
+                self.prepare(disk)
+        except BaseException:
+            disk.close()
+            raise
+        return disk
 
     def _sound(self) -> bool:
         try:
@@ -244,6 +261,23 @@ class StateFile:
 
 class TransactionLost(sqlite3.OperationalError):
     """A transaction's connection was replaced (storage failed): its changes are gone."""
+
+
+def _add_records(memory: sqlite3.Connection, disk: sqlite3.Connection) -> None:
+    """The audit entries and GPU time recorded in memory, added to the file's (one transaction).
+    The rest (containers, GPU states) the daemon relearns from Docker and the next pass."""
+    audit = memory.execute("SELECT ts, action, user, container, container_name, grp, slice, reason, details "
+                           "FROM audit ORDER BY seq").fetchall()
+    usage = memory.execute("SELECT day, user, container, busy_s, idle_s, unknown_s FROM usage").fetchall()
+    with disk:
+        disk.execute("BEGIN IMMEDIATE")
+        disk.executemany("INSERT INTO audit(ts, action, user, container, container_name, grp, slice, reason, "
+                         "details) VALUES(?,?,?,?,?,?,?,?,?)", [tuple(r) for r in audit])
+        disk.executemany("INSERT INTO usage(day, user, container, busy_s, idle_s, unknown_s) VALUES(?,?,?,?,?,?) "
+                         "ON CONFLICT(day, user, container) DO UPDATE SET busy_s=busy_s+excluded.busy_s, "
+                         "idle_s=idle_s+excluded.idle_s, unknown_s=unknown_s+excluded.unknown_s",
+                         [tuple(r) for r in usage])
+        disk.execute("COMMIT")
 
 
 def _has_sqlite_header(path: str) -> bool:

@@ -25,8 +25,8 @@ def sign(key: bytes, uid: int, user: str, nonce: str | None = None) -> str:
 
 def verify(key: bytes, uid: int, user: str, mark: str | None) -> bool:
     """Whether `mark` was made with `key` for exactly this (uid, user)."""
-    if not mark or mark.count(".") != 1:
-        return False
+    if not mark or mark.count(".") != 1 or not mark.isascii():
+        return False   # a label is anyone's text: never an exception here
     nonce, digest = mark.split(".")
     return hmac.compare_digest(digest, _digest(key, uid, user, nonce))
 

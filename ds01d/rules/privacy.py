@@ -18,6 +18,10 @@ from typing import Any, Iterable, Mapping
 HIDDEN = "another user"
 HIDDEN_CONTAINER = "(hidden)"
 _NAME_CHARS = r"A-Za-z0-9._@-"
+_INNER_CHARS = r"A-Za-z0-9_@-"
+#: The fields of socket answers that carry sentences; everything else (states, times, ids,
+#: names already hidden by the status document) is data, and left exactly as it is.
+TEXT_FIELDS = frozenset({"error", "reason", "why", "unknown_reason", "message"})
 
 
 class Redactor:
@@ -34,8 +38,9 @@ class Redactor:
     def _use(self, hidden: dict[str, str]) -> None:
         self.hidden = hidden
         words = sorted(hidden, key=len, reverse=True)
-        self.pattern = re.compile(rf"(?<![{_NAME_CHARS}])(?:{'|'.join(map(re.escape, words))})(?![{_NAME_CHARS}])"
-                                  ) if words else None
+        # A name ends where no name character follows, or only a full stop that ends the sentence.
+        self.pattern = re.compile(rf"(?<![{_NAME_CHARS}])(?:{'|'.join(map(re.escape, words))})"
+                                  rf"(?![{_INNER_CHARS}]|\.[{_NAME_CHARS}])") if words else None
 
     def sparing(self, said: Iterable[str]) -> "Redactor":
         """The same, but leaving what the reader wrote themselves: hiding their own words in the
@@ -48,14 +53,14 @@ class Redactor:
     def text(self, text: str) -> str:
         return self.pattern.sub(lambda m: self.hidden[m.group(0)], text) if self.pattern else text
 
-    def tree(self, value: Any) -> Any:
-        """Every string of a JSON document (values, not keys) redacted."""
+    def tree(self, value: Any, key: str | None = None) -> Any:
+        """The sentences of a JSON document (the values of TEXT_FIELDS, at any depth) redacted."""
         if isinstance(value, str):
-            return self.text(value)
+            return self.text(value) if key in TEXT_FIELDS else value
         if isinstance(value, list):
-            return [self.tree(v) for v in value]
+            return [self.tree(v, key) for v in value]
         if isinstance(value, dict):
-            return {k: self.tree(v) for k, v in value.items()}
+            return {k: self.tree(v, k) for k, v in value.items()}
         return value
 
 
