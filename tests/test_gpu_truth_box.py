@@ -228,16 +228,14 @@ def test_a_container_without_gpus_found_computing_on_one_is_judged(env, gpus, bo
     gpus.whole[0] = {"utilization": 50, "processes": [{"pid": sneaky_pid, "used_memory_mib": 10},
                                                       {"pid": idle_pid, "used_memory_mib": 10}]}
     gpus.write()
-    entry = svc.box.wait_until(lambda: (svc.decisions(DS01_CONTAINER=sneaky, DS01_ACTION="stop") or [None])[-1],
-                               10.0, what="over-quota stop")
+    entry = svc.wait_decision(10.0, DS01_CONTAINER=sneaky, DS01_ACTION="stop")
     assert "without asking" in entry["DS01_REASON"] and "quota is 1" in entry["DS01_REASON"]
     gpus.whole[0] = {"utilization": 0, "processes": [{"pid": idle_pid, "used_memory_mib": 10}]}
     gpus.write()
     state = svc.box.wait_until(lambda: (s := svc.gpu_state(idle)) and s["idle_since"] and s, 10.0,
                                what="idle clock of a container without --gpus")
     assert json.loads(state["units"]) == [gpu_uuid(0)]
-    stopped = svc.box.wait_until(lambda: (svc.decisions(DS01_CONTAINER=idle, DS01_ACTION="stop") or [None])[-1],
-                                 IDLE_TIMEOUT + 6.0, what="idle stop")
+    stopped = svc.wait_decision(IDLE_TIMEOUT + 6.0, DS01_CONTAINER=idle, DS01_ACTION="stop")
     assert "GPU idle since" in stopped["DS01_REASON"]
 
 
@@ -255,8 +253,7 @@ def test_a_container_without_gpus_found_on_a_device_held_for_someone_else_is_sto
         sneaky, pid = start(box, box_cleanup, "ivy-no-gpus", "ivy")
         gpus.whole[1] = {"utilization": 40, "processes": [{"pid": pid, "used_memory_mib": 10}]}
         gpus.write()
-        entry = box.wait_until(lambda: (svc.decisions(DS01_CONTAINER=sneaky, DS01_ACTION="stop") or [None])[-1],
-                               10.0, what="the stop of a container on a held device")
+        entry = svc.wait_decision(10.0, DS01_CONTAINER=sneaky, DS01_ACTION="stop")
         assert "without asking for a GPU" in entry["DS01_REASON"] and "held for hana" in entry["DS01_REASON"]
     finally:
         svc.write_config(CONFIG)

@@ -458,9 +458,7 @@ class Daemon:
         if verdict is None or verdict[0] != "stop":
             self.allocations.claim(record, units)
         if verdict is not None:
-            if verdict[0] == "stop":
-                self.gpus.forfeit(record)
-            self.actuator.carry_out(record, Action(verdict[0], verdict[1]), "gpu-start")
+            self.refuse_gpus(record, verdict, "gpu-start")
         # Judged once per run: after this, a replayed start event or a restart leaves its
         # idle clock, extensions and hold alone (marked last: a kill -9 before it judges again).
         self.gpus.gpu.set_judged_run(record.id, record.started_at or 0.0, self.clock())
@@ -513,10 +511,16 @@ class Daemon:
                 continue
             verdict = self.allocations.conflict(self.host(), record, self.gpus.units_of(record)[0])
             if verdict is not None:
-                if verdict[0] == "stop":
-                    self.gpus.forfeit(record)
-                self.actuator.carry_out(record, Action(verdict[0], f"found computing without asking for "
-                                                                  f"a GPU (no --gpus): {verdict[1]}"), "gpu-found")
+                kind, why = verdict
+                self.refuse_gpus(record, (kind, f"found computing without asking for a GPU (no --gpus): {why}"),
+                                 "gpu-found")
+
+    def refuse_gpus(self, record: ContainerRecord, verdict: tuple[str, str], rule: str) -> None:
+        """Carry out a GPU verdict ("stop"/"warn", reason); a container stopped for its devices
+        never held them, so it leaves no hold after it."""
+        if verdict[0] == "stop":
+            self.gpus.forfeit(record)
+        self.actuator.carry_out(record, Action(*verdict), rule)
 
     def prune(self) -> None:
         """Keep the audit trail to `daemon.audit_retention` (checked hourly)."""
@@ -574,7 +578,8 @@ class Daemon:
             recent=recent, docker_connected=self.docker is not None, cpu_only=self.gpus.cpu_only,
             sampling_interval=self.config.daemon.sampling_interval,
             show_other_users=self.config.daemon.show_other_users, quota_of=self.quota_function(),
-            queue=tuple(self.allocations.queue(now)), known_users=self.known_users(records))
+            queue=tuple(self.allocations.queue(now)),
+            known_users=frozenset() if self.config.daemon.show_other_users else self.known_users(records))
 
     def open_admission_key(self) -> bytes:
         """The marks' key; where the state directory refuses it, one for this run only (said):

@@ -35,17 +35,14 @@ import time
 import uuid
 from typing import Any, Callable, Mapping, Sequence
 
-from jeepney import DBusAddress, DBusErrorResponse, MessageType, Properties, new_method_call
 from jeepney.io.blocking import DBusConnection, open_dbus_connection
 
+from ds01d.host.systemd_bus import UNIT, SystemdBus
 from ds01d.rules.safe_text import printable
 
 NOTIFY_USER = "ds01-notify"
 STOP_GRACE = 5          # seconds between SIGTERM and SIGKILL once RuntimeMaxSec is reached
 USEC = 1_000_000
-_MANAGER = DBusAddress("/org/freedesktop/systemd1", bus_name="org.freedesktop.systemd1",
-                       interface="org.freedesktop.systemd1.Manager")
-_UNIT = "org.freedesktop.systemd1.Unit"
 _SERVICE = "org.freedesktop.systemd1.Service"
 
 Property = tuple[str, tuple[str, Any]]
@@ -119,32 +116,12 @@ def outcome(result: str, code: int, status: int, timeout: float) -> str | None:
     return f"failed ({result})"
 
 
-class _Bus:
-    """Calls on systemd's manager over one connection, errors as NotifyError."""
-
-    def __init__(self, conn: DBusConnection):
-        self.conn = conn
-
-    def call(self, method: str, signature: str, body: tuple) -> Any:
-        reply = self.conn.send_and_get_reply(new_method_call(_MANAGER, method, signature, body), timeout=10)
-        if reply.header.message_type is MessageType.error:
-            raise NotifyError(f"systemd {method}: {DBusErrorResponse(reply)}")
-        return reply.body
-
-    def get(self, path: str, interface: str, prop: str) -> Any:
-        address = DBusAddress(path, bus_name="org.freedesktop.systemd1", interface=interface)
-        reply = self.conn.send_and_get_reply(Properties(address).get(prop), timeout=10)
-        if reply.header.message_type is MessageType.error:
-            raise NotifyError(f"systemd Get {prop}: {DBusErrorResponse(reply)}")
-        return reply.body[0][1]
-
-
-def _wait(bus: _Bus, path: str, deadline: float) -> bool:
+def _wait(bus: SystemdBus, path: str, deadline: float) -> bool:
     """Poll until the unit has run and ended (no job, inactive or failed); False at the deadline."""
     pause = 0.02
     while time.monotonic() < deadline:
-        job_id, _ = bus.get(path, _UNIT, "Job")
-        if job_id == 0 and bus.get(path, _UNIT, "ActiveState") in ("inactive", "failed"):
+        job_id, _ = bus.get(path, UNIT, "Job")
+        if job_id == 0 and bus.get(path, UNIT, "ActiveState") in ("inactive", "failed"):
             return True
         time.sleep(pause)
         pause = min(pause * 1.5, 0.5)
@@ -162,7 +139,7 @@ def run_notify_command(argv: Sequence[str], fields: Mapping[str, str], timeout: 
     except OSError as exc:
         return f"notify command {argv[0]}: cannot reach systemd's D-Bus: {exc}"
     try:
-        bus = _Bus(conn)
+        bus = SystemdBus(conn, NotifyError)
         bus.call("StartTransientUnit", "ssa(sv)a(sa(sv))", (name, "fail", props, []))
         (path,) = bus.call("GetUnit", "s", (name,))
         if not _wait(bus, path, time.monotonic() + timeout + STOP_GRACE + 10):

@@ -17,14 +17,13 @@ import os
 import time
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping
+from typing import Mapping
 
-from jeepney import DBusAddress, DBusErrorResponse, MessageType, Properties, new_method_call
 from jeepney.io.blocking import DBusConnection, open_dbus_connection
 
+from ds01d.host.systemd_bus import UNIT, SystemdBus
+
 INFINITY = 2**64 - 1
-_MANAGER = DBusAddress("/org/freedesktop/systemd1", bus_name="org.freedesktop.systemd1",
-                       interface="org.freedesktop.systemd1.Manager")
 
 
 class CgroupMode(str, Enum):
@@ -77,55 +76,43 @@ class SystemdSlices:
     """Creates and updates slices on the system manager over one D-Bus connection."""
 
     def __init__(self, connection: DBusConnection | None = None, mode: CgroupMode | None = None):
-        self._conn = connection or open_dbus_connection(bus="SYSTEM")
+        self._bus = SystemdBus(connection or open_dbus_connection(bus="SYSTEM"), SliceError)
         self.mode = mode or detect_cgroup_mode()
 
     def close(self) -> None:
-        self._conn.close()
+        self._bus.close()
 
-    def _call(self, address: DBusAddress, method: str, signature: str | None = None, body: tuple = ()) -> Any:
-        reply = self._conn.send_and_get_reply(new_method_call(address, method, signature, body), timeout=10)
-        if reply.header.message_type is MessageType.error:
-            raise SliceError(f"systemd {method}: {DBusErrorResponse(reply)}")
-        return reply.body
+    def _unit(self, name: str) -> str:
+        """The unit's object path, loading it (a slice not known yet is "not-found")."""
+        (path,) = self._bus.call("LoadUnit", "s", (name,))
+        return path
 
-    def _unit(self, name: str) -> DBusAddress:
-        (path,) = self._call(_MANAGER, "LoadUnit", "s", (name,))
-        return DBusAddress(path, bus_name="org.freedesktop.systemd1", interface="org.freedesktop.systemd1.Unit")
-
-    def _get(self, unit: DBusAddress, interface: str, prop: str) -> Any:
-        address = DBusAddress(unit.object_path, bus_name=unit.bus_name, interface=interface)
-        reply = self._conn.send_and_get_reply(Properties(address).get(prop), timeout=10)
-        if reply.header.message_type is MessageType.error:
-            raise SliceError(f"systemd Get {prop}: {DBusErrorResponse(reply)}")
-        return reply.body[0][1]
-
-    def _wait_active(self, unit: DBusAddress, name: str, timeout: float = 5.0) -> None:
+    def _wait_active(self, unit: str, name: str, timeout: float = 5.0) -> None:
         deadline = time.monotonic() + timeout
-        while (state := self._get(unit, "org.freedesktop.systemd1.Unit", "ActiveState")) != "active":
+        while (state := self._bus.get(unit, UNIT, "ActiveState")) != "active":
             if state == "failed" or time.monotonic() > deadline:
                 raise SliceError(f"{name} did not become active (ActiveState={state})")
             time.sleep(0.01)
 
     def is_active(self, name: str) -> bool:
-        return self._get(self._unit(name), "org.freedesktop.systemd1.Unit", "ActiveState") == "active"
+        return self._bus.get(self._unit(name), UNIT, "ActiveState") == "active"
 
     def apply(self, name: str, limits: Mapping[str, int | None], description: str) -> SliceResult:
         """Make slice `name` exist with `limits` (v2 property names), and read them back."""
         wanted, ignored = dbus_properties(limits, self.mode)
         props = [(k, ("t", v)) for k, v in wanted.items()]
         unit = self._unit(name)
-        load_state = self._get(unit, "org.freedesktop.systemd1.Unit", "LoadState")
-        active = self._get(unit, "org.freedesktop.systemd1.Unit", "ActiveState") == "active"
+        load_state = self._bus.get(unit, UNIT, "LoadState")
+        active = self._bus.get(unit, UNIT, "ActiveState") == "active"
         created = load_state == "not-found" and not active
         if created:
             props.append(("Description", ("s", description)))
-            self._call(_MANAGER, "StartTransientUnit", "ssa(sv)a(sa(sv))", (name, "replace", props, []))
+            self._bus.call("StartTransientUnit", "ssa(sv)a(sa(sv))", (name, "replace", props, []))
             unit = self._unit(name)
         else:
             if not active:
-                self._call(_MANAGER, "StartUnit", "ss", (name, "replace"))
-            self._call(_MANAGER, "SetUnitProperties", "sba(sv)", (name, True, props))
+                self._bus.call("StartUnit", "ss", (name, "replace"))
+            self._bus.call("SetUnitProperties", "sba(sv)", (name, True, props))
         self._wait_active(unit, name)
-        actual = {k: self._get(unit, "org.freedesktop.systemd1.Slice", k) for k in wanted}
+        actual = {k: self._bus.get(unit, "org.freedesktop.systemd1.Slice", k) for k in wanted}
         return SliceResult(name, created, wanted, actual, ignored)

@@ -108,12 +108,10 @@ class StateFile:
             self._to_memory(None, _why(exc))
 
     def _open_file(self) -> sqlite3.Connection:
-        os.makedirs(os.path.dirname(self.path) or ".", mode=0o755, exist_ok=True)
         if not _has_sqlite_header(self.path):
             # Checked before SQLite opens it: closing a connection to a bad file deletes its WAL.
             raise sqlite3.DatabaseError("file is not a database")
-        # Root-only: the audit trail names users and their containers (show_other_users).
-        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600))
+        self._create()
         for name in (self.path, f"{self.path}-wal", f"{self.path}-shm"):
             if os.path.exists(name):
                 os.chmod(name, 0o600)
@@ -124,6 +122,11 @@ class StateFile:
             db.close()
             raise
         return db
+
+    def _create(self) -> None:
+        """The file, root-only from its first byte: the audit trail names users and their containers."""
+        os.makedirs(os.path.dirname(self.path) or ".", mode=0o755, exist_ok=True)
+        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600))
 
     def _move_aside(self) -> str | None:
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -211,8 +214,7 @@ class StateFile:
         return True
 
     def _disk_from_memory(self, rejoin: bool) -> sqlite3.Connection:
-        os.makedirs(os.path.dirname(self.path) or ".", mode=0o755, exist_ok=True)
-        os.close(os.open(self.path, os.O_CREAT | os.O_RDWR | os.O_CLOEXEC, 0o600))
+        self._create()
         disk = _connect(self.path)
         try:
             if rejoin:

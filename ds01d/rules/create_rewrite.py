@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from ds01d.rules.engine_json import UnreadableBody
-from ds01d.rules.gpu_request import GpuRequest, gpu_request
+from ds01d.rules.gpu_request import GpuRequest, gpu_request, is_gpu_device_request
 
 OWN_LABEL_PREFIX = "ds01."
 VISIBLE = "NVIDIA_VISIBLE_DEVICES"
@@ -92,7 +92,7 @@ def rewrite(body: Mapping[str, Any], admission: Admission) -> dict[str, Any]:
     out = copy.deepcopy(dict(body))
     host = dict(out.get("HostConfig") or {})
     host["CgroupParent"] = admission.slice
-    host["DeviceRequests"] = [r for r in host.get("DeviceRequests") or [] if not _is_gpu(r)]
+    host["DeviceRequests"] = [r for r in host.get("DeviceRequests") or [] if not is_gpu_device_request(r)]
     host["Devices"] = [d for d in host.get("Devices") or []
                        if not (isinstance(d, Mapping) and _GPU_NODE.match(str(d.get("PathOnHost") or "")))]
     if admission.gpu_uuids:
@@ -107,11 +107,3 @@ def rewrite(body: Mapping[str, Any], admission: Admission) -> dict[str, Any]:
     out["Labels"] = labels
     return out
 
-
-def _is_gpu(request: Any) -> bool:
-    if not isinstance(request, Mapping):
-        return False
-    caps = request.get("Capabilities") or []
-    ids = request.get("DeviceIDs") or []
-    return request.get("Driver") == "nvidia" or any(isinstance(c, list) and "gpu" in c for c in caps) or \
-        (request.get("Driver") == "cdi" and any(isinstance(i, str) and i.startswith("nvidia.com/gpu=") for i in ids))

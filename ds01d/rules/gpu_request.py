@@ -48,10 +48,21 @@ def _is_gpu_request(req: Mapping[str, Any]) -> bool:
     return req.get("Driver") == "nvidia" or any("gpu" in (c or []) for c in caps)
 
 
+def _cdi_gpu_names(req: Mapping[str, Any]) -> list[str]:
+    """The NVIDIA GPU names (`nvidia.com/gpu=...`) of a device request of the `cdi` driver."""
+    if req.get("Driver") != "cdi":
+        return []
+    return [i for i in req.get("DeviceIDs") or [] if isinstance(i, str) and i.startswith(_CDI_GPU)]
+
+
+def is_gpu_device_request(req: Mapping[str, Any]) -> bool:
+    """Whether one device request asks for NVIDIA GPUs, in `--gpus` or in CDI form."""
+    return _is_gpu_request(req) or bool(_cdi_gpu_names(req))
+
+
 def _from_cdi(host: Mapping[str, Any]) -> GpuRequest | None:
     """CDI names (`nvidia.com/gpu=0`, `=all`, `=GPU-<uuid>`, `=0:1`) of the `cdi` driver."""
-    names = [i for r in host.get("DeviceRequests") or [] if r.get("Driver") == "cdi"
-             for i in (r.get("DeviceIDs") or []) if isinstance(i, str) and i.startswith(_CDI_GPU)]
+    names = [n for r in host.get("DeviceRequests") or [] for n in _cdi_gpu_names(r)]
     if not names:
         return None
     ids = tuple(n[len(_CDI_GPU):] for n in names)
