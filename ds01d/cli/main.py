@@ -20,11 +20,10 @@ from ds01d.config.checks import host_problems
 from ds01d.rules.limits import EffectiveLimits, resolve, slice_properties
 from ds01d.rules.safe_text import printable
 from ds01d.cli.limits_report import render_docker_args, render_text, to_json
+from ds01d.gateway.switch import ENGINE_SOCKET
 from ds01d.host.unix_groups import is_local_user, unix_group_members
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
-#: dockerd's own socket once the gateway is enabled (ds01d.gateway.switch's docker.socket drop-in).
-ENGINE_SOCKET = "/run/ds01-engine/docker.sock"
 #: A reload reconciles every container with Docker; systemd's own limit (TimeoutStartSec) is 120 s.
 RELOAD_TIMEOUT = 110.0
 
@@ -115,6 +114,20 @@ def cmd_gateway_run(args: argparse.Namespace) -> int:
         print(f"ds01d gateway: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
     return run_gateway(ALLOW_ALL, sock, args.engine)
+
+
+def cmd_gateway_switch(args: argparse.Namespace) -> int:
+    """`ds01d gateway enable|disable`: one sentence either way."""
+    from pathlib import Path
+
+    from ds01d.gateway import switch
+    host = switch.Host(Path(args.unit_dir), args.runtime)
+    try:
+        print((switch.enable if args.gateway_command == "enable" else switch.disable)(host, args.force))
+    except switch.SwitchError as exc:
+        print(f"ds01d gateway {args.gateway_command}: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    return EXIT_OK
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
@@ -290,6 +303,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--engine", default=ENGINE_SOCKET, metavar="PATH",
                    help=f"dockerd's own socket (default {ENGINE_SOCKET})")
     g.set_defaults(func=cmd_gateway_run)
+    for action, text in (("enable", "move dockerd to a root-only socket and start the gateway on /run/docker.sock"),
+                         ("disable", "stop the gateway and give /run/docker.sock back to dockerd")):
+        g = gateway.add_parser(action, help=f"{text} (restarts Docker once; idempotent)")
+        g.add_argument("--force", action="store_true",
+                       help="restart Docker even if that stops running containers (live-restore off)")
+        g.add_argument("--unit-dir", default="/etc/systemd/system", help=argparse.SUPPRESS)
+        g.add_argument("--runtime", action="store_true", help=argparse.SUPPRESS)
+        g.set_defaults(func=cmd_gateway_switch)
 
     p = sub.add_parser("check-config", help="validate a config file (exit 1 with file:line problems)")
     p.add_argument("path", nargs="?", default=DEFAULT_PATH, metavar="PATH",

@@ -26,11 +26,10 @@ import h11
 from ds01d.gateway.exchange import Exchange
 from ds01d.gateway.http_side import CHUNK, HttpSide
 from ds01d.gateway.policy_api import Peer, Policy
+from ds01d.gateway.switch import ENGINE_SOCKET
 from ds01d.host.sd_notify import Notifier
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-#: The engine socket that the docker.socket drop-in (`switch`) moves dockerd to.
-ENGINE_SOCKET = "/run/ds01-engine/docker.sock"
 
 
 def peer_of(sock: socket.socket) -> Peer:
