@@ -119,9 +119,10 @@ class Gateway:
         ender = asyncio.ensure_future(stop_now.wait())
         while self.connections and not ender.done():
             await asyncio.wait({ender, *self.connections}, return_when=asyncio.FIRST_COMPLETED)
+        ender.cancel()
         for task in list(self.connections):
             task.cancel()
-        await asyncio.gather(*self.connections, return_exceptions=True)
+        await asyncio.gather(ender, *self.connections, return_exceptions=True)
         return 0
 
 
