@@ -71,7 +71,12 @@ class GatewayBox:
     # ---- the service ------------------------------------------------------------
 
     def main_pid(self) -> int:
-        return int(self.box.systemctl_show(SERVICE, "MainPID")["MainPID"])
+        """The service's main process in the box (started first if no caller has activated it yet)."""
+        pid = int(self.box.systemctl_show(SERVICE, "MainPID")["MainPID"])
+        if pid == 0:
+            self.box.run(["systemctl", "start", SERVICE])
+            pid = int(self.box.systemctl_show(SERVICE, "MainPID")["MainPID"])
+        return pid
 
     def host_pid(self) -> int:
         """The gateway's main process as the host sees it (for /proc reads from here)."""
