@@ -158,16 +158,17 @@ def main() -> int:
             d_in, d_out = cp_throughput(gw, ENGINE, source, "cp-target")
             results["cp_in"].append((gw_in, d_in))
             results["cp_out"].append((gw_out, d_out))
+        rss_busy = gw.rss_kib() / 1024
         rss_idle = idle_rss_mib(gw, 200)
         source.unlink()
-        report(results, rss_before, rss_idle, args.json)
-        gw.switch("disable")
+        report(results, rss_before, rss_busy, rss_idle, args.json)
     finally:
         box.shutdown()
     return 0
 
 
-def report(results: dict[str, list[Any]], rss_before: float, rss_idle: float, as_json: bool) -> None:
+def report(results: dict[str, list[Any]], rss_before: float, rss_busy: float, rss_idle: float,
+           as_json: bool) -> None:
     med = {k: (statistics.median(g for g, _ in v), statistics.median(d for _, d in v)) for k, v in results.items()}
     summary = {
         "keepalive_p50_ms": [x * 1000 for x in med["keepalive"]],
@@ -178,7 +179,7 @@ def report(results: dict[str, list[Any]], rss_before: float, rss_idle: float, as
         "create_ratio": med["create"][0] / med["create"][1],
         "cp_in_mb_s": list(med["cp_in"]), "cp_in_ratio": med["cp_in"][0] / med["cp_in"][1],
         "cp_out_mb_s": list(med["cp_out"]), "cp_out_ratio": med["cp_out"][0] / med["cp_out"][1],
-        "rss_mib_before": rss_before, "rss_mib_200_idle": rss_idle,
+        "rss_mib_before": rss_before, "rss_mib_after_runs": rss_busy, "rss_mib_200_idle": rss_idle,
         "runs": {k: v for k, v in results.items()},
     }
     if as_json:
@@ -195,7 +196,8 @@ def report(results: dict[str, list[Any]], rss_before: float, rss_idle: float, as
           f"{summary['cp_in_ratio'] * 100:.0f} %")
     print(f"docker cp 1 GB out:                   {summary['cp_out_mb_s'][0]:.0f} / {summary['cp_out_mb_s'][1]:.0f} "
           f"MB/s, {summary['cp_out_ratio'] * 100:.0f} %")
-    print(f"gateway RSS: {rss_before:.1f} MiB at start, {rss_idle:.1f} MiB with 200 idle connections")
+    print(f"gateway RSS: {rss_before:.1f} MiB at start, {rss_busy:.1f} MiB after the runs, {rss_idle:.1f} MiB "
+          "with 200 idle connections open")
 
 
 if __name__ == "__main__":

@@ -89,14 +89,16 @@ class HttpSide:
         return first if len(parts) == 1 else b"".join(parts)
 
     async def send(self, event: object) -> None:
-        """Send one event and wait until the kernel took it (backpressure)."""
-        data = self.conn.send(event)
-        if data:
-            await self.write(data)
+        """Send one event and wait until the kernel took it (backpressure).  The pieces h11
+        frames a body chunk with are written as they are: joining them would copy the data."""
+        pieces = self.conn.send_with_data_passthrough(event)
+        if pieces:
+            await self.write(*pieces)
 
-    async def write(self, data: bytes) -> None:
+    async def write(self, *pieces: bytes) -> None:
         try:
-            self.writer.write(data)
+            for piece in pieces:
+                self.writer.write(piece)
             await self.writer.drain()
         except (ConnectionError, RuntimeError) as exc:  # RuntimeError: the transport closed under us
             raise SideClosed(str(exc) or type(exc).__name__) from None
