@@ -113,12 +113,17 @@ def test_logs_follow_streams_and_ends_with_the_container(gw, box, box_cleanup):
     assert gw.docker("inspect", "-f", "{{.State.Status}}", name).stdout.strip() == "exited"
 
 
-def test_exec_it_through_a_real_pty(gw, box, box_cleanup):
-    name = box_cleanup.unique("gw-tty")
+def shell(gw, box, name: str, first: str, expect: str) -> Output:
+    """`docker exec -it NAME sh` on a real pty in a fresh container, once it answered `first`."""
     gw.docker("run", "-d", "--name", name, IMAGE, "sleep", "600")
     session = Output(gw.popen_user("python3", PTY_SESSION, "docker", "exec", "-it", name, "sh"))
-    session.send("echo answer-$((6*7))\n")
-    session.wait_for(box, "answer-42")
+    session.send(first + "\n")
+    session.wait_for(box, expect)
+    return session
+
+
+def test_exec_it_through_a_real_pty(gw, box, box_cleanup):
+    session = shell(gw, box, box_cleanup.unique("gw-tty"), "echo answer-$((6*7))", "answer-42")
     assert b"echo answer-$((6*7))" in session.data  # the terminal echoed what was typed
     session.send("exit 3\n")
     assert session.proc.wait(20) == 3
@@ -357,11 +362,7 @@ def test_300_idle_connections(gw, box):
 
 
 def test_a_restart_keeps_an_exec_session_and_refuses_no_one(gw, box, box_cleanup):
-    name = box_cleanup.unique("gw-restart")
-    gw.docker("run", "-d", "--name", name, IMAGE, "sleep", "600")
-    session = Output(gw.popen_user("python3", PTY_SESSION, "docker", "exec", "-it", name, "sh"))
-    session.send("echo before-$((1+1))\n")
-    session.wait_for(box, "before-2")
+    session = shell(gw, box, box_cleanup.unique("gw-restart"), "echo before-$((1+1))", "before-2")
     old = gw.main_pid()
     failures: list[str] = []
     calls = 0
