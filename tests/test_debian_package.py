@@ -46,7 +46,9 @@ def test_contents(deb):
                  "/usr/share/man/man8/ds01d.8.gz", "/usr/share/man/man1/ds01-gpu-status.1.gz",
                  "/usr/bin/ds01", "/usr/share/man/man1/ds01.1.gz", "/usr/bin/ds01d-notify-mail",
                  "/usr/bin/ds01d-notify-webhook", "/usr/lib/sysusers.d/ds01d.conf",
-                 "/usr/lib/python3/dist-packages/ds01d/daemon/loop.py"):
+                 "/usr/lib/python3/dist-packages/ds01d/daemon/loop.py",
+                 "/lib/systemd/system/ds01-gateway.service", "/lib/systemd/system/ds01-gateway.socket",
+                 "/usr/lib/python3/dist-packages/ds01d/gateway/exchange.py"):
         assert path in files, path
     conffiles = subprocess.run(["dpkg-deb", "-I", str(deb), "conffiles"], check=True, capture_output=True,
                                text=True).stdout
@@ -59,6 +61,9 @@ def test_contents(deb):
                              text=True).stdout
     assert "deb-systemd-helper" in scripts and "ds01d.service" in scripts  # enabled and started on install
     assert "systemd-sysusers" in scripts  # the ds01-notify user, for notify commands
+    # The gateway's units ship disabled: enabled again on upgrade only where an admin enabled them, never started.
+    assert "if deb-systemd-helper debian-installed 'ds01-gateway.socket'; then" in scripts
+    assert not [line for line in scripts.splitlines() if "deb-systemd-invoke" in line and "ds01-gateway" in line]
 
 
 @pytest.mark.parametrize("package", ["ds01d", "python3-nvidia-ml-py"])
@@ -86,8 +91,8 @@ def test_the_nvml_binding_package_keeps_nvidias_license_and_only_pynvml(nvml_deb
 @pytest.mark.skipif(not Path("/usr/lib/python3/dist-packages/docker").exists(), reason="python3-docker missing")
 def test_runs_on_debians_python3_packages(tmp_path):
     """Debian's python3 with only Debian's packages (no venv): imports, config check, limits."""
-    code = ("import docker, jeepney, sdnotify, systemd.journal, yaml, psutil; "
-            "import ds01d.daemon.loop, ds01d.cli.gpu_status, ds01d.cli.doctor; "
+    code = ("import docker, jeepney, sdnotify, systemd.journal, yaml, psutil, h11; "
+            "import ds01d.daemon.loop, ds01d.cli.gpu_status, ds01d.cli.doctor, ds01d.gateway.server; "
             "print(docker.__version__)")
     out = subprocess.run(["/usr/bin/python3", "-I", "-c", f"import sys; sys.path.insert(0, {str(REPO)!r}); {code}"],
                          capture_output=True, text=True, env=DEBIAN_ENV, check=True)

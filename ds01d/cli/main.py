@@ -20,6 +20,7 @@ from ds01d.config.checks import host_problems
 from ds01d.rules.limits import EffectiveLimits, resolve, slice_properties
 from ds01d.rules.safe_text import printable
 from ds01d.cli.limits_report import render_docker_args, render_text, to_json
+from ds01d.gateway.switch import ENGINE_SOCKET
 from ds01d.host.unix_groups import is_local_user, unix_group_members
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -100,6 +101,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ds01d.daemon.loop import run_daemon  # the daemon's imports are not needed by the admin commands
 
     return run_daemon(args.config)
+
+
+def cmd_gateway_run(args: argparse.Namespace) -> int:
+    """What ds01-gateway.service starts: the door on the Docker socket (systemd's, or --listen)."""
+    from ds01d.gateway.listener import ListenerError, listening_socket
+    from ds01d.gateway.policy_api import ALLOW_ALL
+    from ds01d.gateway.server import run_gateway
+    try:
+        sock = listening_socket(args.listen)
+    except ListenerError as exc:
+        print(f"ds01d gateway: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    return run_gateway(ALLOW_ALL, sock, args.engine)
+
+
+def cmd_gateway_switch(args: argparse.Namespace) -> int:
+    """`ds01d gateway enable|disable`: one sentence either way."""
+    from pathlib import Path
+
+    from ds01d.gateway import switch
+    host = switch.Host(Path(args.unit_dir), args.runtime)
+    try:
+        print((switch.enable if args.gateway_command == "enable" else switch.disable)(host, args.force))
+    except switch.SwitchError as exc:
+        print(f"ds01d gateway {args.gateway_command}: {exc}", file=sys.stderr)
+        return EXIT_PROBLEM
+    return EXIT_OK
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
@@ -267,6 +295,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=DEFAULT_PATH, metavar="PATH",
                    help=f"config file (default {DEFAULT_PATH})")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("gateway", help="the Docker gateway: run it (ds01-gateway.service), enable or disable it")
+    gateway = p.add_subparsers(dest="gateway_command", metavar="ACTION", required=True)
+    g = gateway.add_parser("run", help="serve the Docker socket passed by systemd (ds01-gateway.socket)")
+    g.add_argument("--listen", metavar="PATH", help="bind this socket path when systemd passed none (tests)")
+    g.add_argument("--engine", default=ENGINE_SOCKET, metavar="PATH",
+                   help=f"dockerd's own socket (default {ENGINE_SOCKET})")
+    g.set_defaults(func=cmd_gateway_run)
+    for action, text in (("enable", "move dockerd to a root-only socket and start the gateway on /run/docker.sock"),
+                         ("disable", "stop the gateway and give /run/docker.sock back to dockerd")):
+        g = gateway.add_parser(action, help=f"{text} (restarts Docker once; idempotent)")
+        g.add_argument("--force", action="store_true",
+                       help="restart Docker even if that stops running containers (live-restore off)")
+        g.add_argument("--unit-dir", default="/etc/systemd/system", help=argparse.SUPPRESS)
+        g.add_argument("--runtime", action="store_true", help=argparse.SUPPRESS)
+        g.set_defaults(func=cmd_gateway_switch)
 
     p = sub.add_parser("check-config", help="validate a config file (exit 1 with file:line problems)")
     p.add_argument("path", nargs="?", default=DEFAULT_PATH, metavar="PATH",

@@ -1,0 +1,13 @@
+"""The door in front of dockerd: a streaming HTTP/1.1 proxy on the standard Docker socket
+that knows each caller by `SO_PEERCRED` and asks a `Policy` about every request before
+forwarding it.
+
+Transport (`server`: accept and lifetime; `listener`: the socket from systemd;
+`exchange`: one client connection's request/response cycles; `http_side`: one end of it
+with its HTTP state; `bridge`: raw bytes both ways once a connection is hijacked;
+`replies`: what the gateway answers itself), the request's meaning (`api_paths`), the
+contract with the rules (`policy_api`), and switching the host over (`switch`).
+
+May import: `ds01d.host`, `ds01d.rules`, `ds01d.config`.  Never the daemon (it talks to
+ds01d over its socket) or the CLI.
+"""
