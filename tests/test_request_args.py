@@ -46,7 +46,7 @@ def test_wait_s_that_is_not_a_sane_whole_number_is_refused(wait):
     ({"user": "../../root"}, "user must be a login name"),
     ({"user": "аlice"}, "user must be a login name"),       # Cyrillic a
     ({"user": "a" * 40}, "user must be a login name"),
-    ({"gpus": 1}, "allocate takes count, full, user, wait_s; not 'gpus'"),
+    ({"gpus": 1}, "allocate takes count, devices, full, user, wait_s; not 'gpus'"),
 ])
 def test_allocate_refusals_name_what_is_wrong(body, message):
     with pytest.raises(BadRequest, match=message.replace("(", r"\(")):

@@ -20,7 +20,7 @@ from ds01d.config.checks import host_problems
 from ds01d.rules.limits import EffectiveLimits, resolve, slice_properties
 from ds01d.rules.safe_text import printable
 from ds01d.cli.limits_report import render_docker_args, render_text, to_json
-from ds01d.gateway.switch import ENGINE_SOCKET
+from ds01d.host.engine_socket import ENGINE_SOCKET
 from ds01d.host.unix_groups import is_local_user, unix_group_members
 
 EXIT_OK, EXIT_PROBLEM, EXIT_USAGE = 0, 1, 2
@@ -105,15 +105,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_gateway_run(args: argparse.Namespace) -> int:
     """What ds01-gateway.service starts: the door on the Docker socket (systemd's, or --listen)."""
+    from ds01d.gateway.ds01_policy import Ds01Policy
     from ds01d.gateway.listener import ListenerError, listening_socket
-    from ds01d.gateway.policy_api import ALLOW_ALL
     from ds01d.gateway.server import run_gateway
     try:
         sock = listening_socket(args.listen)
     except ListenerError as exc:
         print(f"ds01d gateway: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
-    return run_gateway(ALLOW_ALL, sock, args.engine)
+    return run_gateway(Ds01Policy(args.config, args.engine), sock, args.engine)
 
 
 def cmd_gateway_switch(args: argparse.Namespace) -> int:
@@ -302,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--listen", metavar="PATH", help="bind this socket path when systemd passed none (tests)")
     g.add_argument("--engine", default=ENGINE_SOCKET, metavar="PATH",
                    help=f"dockerd's own socket (default {ENGINE_SOCKET})")
+    g.add_argument("--config", default=DEFAULT_PATH, metavar="PATH",
+                   help=f"config file, read again when it changes (default {DEFAULT_PATH})")
     g.set_defaults(func=cmd_gateway_run)
     for action, text in (("enable", "move dockerd to a root-only socket and start the gateway on /run/docker.sock"),
                          ("disable", "stop the gateway and give /run/docker.sock back to dockerd")):

@@ -18,7 +18,7 @@ from ds01d.daemon.allocation_service import Allocations, Host
 from ds01d.daemon.gpu_watch import GpuWatch
 from ds01d.daemon.status_model import Caller, iso
 from ds01d.daemon.reload import ReloadOutcome
-from ds01d.daemon.request_args import AdmitArgs, ExtendArgs, ReleaseArgs, ReloadArgs, UsageArgs
+from ds01d.daemon.request_args import AdmitArgs, ExtendArgs, FreeArgs, ReleaseArgs, ReloadArgs, UsageArgs
 from ds01d.daemon.status_server import AdminRequest, deliver
 from ds01d.host.decision_log import DecisionLog
 from ds01d.host.state_db import Store
@@ -67,6 +67,8 @@ class AdminActions:
                 result = self.usage(request.args, request.caller)
             elif isinstance(request.args, AdmitArgs):
                 result = self.admit(request.args, request.caller)
+            elif isinstance(request.args, FreeArgs):
+                result = d.allocations.free(request.args.id, request.caller)
             else:
                 result = (404, {"error": f"no such action {request.action}"})
         except Exception as exc:  # the caller gets the error; the daemon goes on

@@ -110,6 +110,10 @@ class Allocations:
                                            "allocate for the person who will run the container "
                                            "(ds01d allocate --user NAME), or run ds01 run as them"}))
             return
+        reused = self.own_pending(host, user, args.devices)
+        if reused is not None:
+            deliver(reply, reused)
+            return
         wait = host.config.policies.allocation_wait if args.wait_s is None else args.wait_s
         loads = self.loads(host)
         answer = choose(self.ask(host, user, args, loads), loads)
@@ -130,6 +134,35 @@ class Allocations:
             self.log.record("allocate-wait", f"waiting up to {format_duration(wait)}: {answer.reason}", user=user,
                             throttled=True)
 
+    def own_pending(self, host: Host, user: str, devices: Sequence[str]) -> tuple[int, dict[str, Any]] | None:
+        """The user's own pending allocation when `devices` name units of it (a container made
+        with what `ds01 run` or `ds01d allocate` handed out): those units again, no new grant."""
+        if not devices:
+            return None
+        units, _ = resolve_request(GpuRequest(device_ids=tuple(devices)), host.inventory)
+        wanted = {u.uuid for u in units}
+        if not units or len(units) != len(devices):
+            return None
+        for allocation_id, owner, allocated, expires in self.gpu.pending_allocations():
+            if owner == user and wanted <= set(allocated):
+                return 200, {"id": allocation_id, "user": user, "expires_at": iso(expires), "reused": True,
+                             "units": [self.unit_doc(u) for u in units]}
+        return None
+
+    @staticmethod
+    def unit_doc(unit: Unit) -> dict[str, Any]:
+        return {"uuid": unit.uuid, "index": unit.index, "profile": unit.profile, "share": unit.share}
+
+    def free(self, allocation_id: int, caller: Caller) -> tuple[int, dict[str, Any]]:
+        """Give back a pending allocation (its user, root or an admin): a create that failed."""
+        mine = [user for aid, user, _, _ in self.gpu.pending_allocations() if aid == allocation_id]
+        if not mine or not (caller.admin or caller.user == mine[0]):
+            return 404, {"error": f"no pending allocation {allocation_id} of {caller.user}'s"}
+        self.gpu.close_allocation(allocation_id, "freed")
+        self.log.record("allocate-freed", f"given back by {caller.user}: no container will use it",
+                        user=mine[0], details={"id": allocation_id}, throttled=True)
+        return 200, {"freed": allocation_id}
+
     def grant(self, host: Host, user: str, answer: Answer, caller: Caller) -> tuple[int, dict[str, Any]]:
         timeout = host.config.policies.allocation_timeout
         expires = host.now + timeout
@@ -143,8 +176,7 @@ class Allocations:
         gpus = f"device={','.join(uuids)}"
         return 200, {
             "id": allocation_id, "user": user, "expires_at": iso(expires),
-            "units": [{"uuid": u.uuid, "index": u.index, "profile": u.profile, "share": u.share}
-                      for u in answer.units],
+            "units": [self.unit_doc(u) for u in answer.units],
             "gpus": gpus, "slice": limits.slice,
             "docker_args": ["--gpus", f'"{gpus}"' if len(uuids) > 1 else gpus, f"--cgroup-parent={limits.slice}",
                             f"--label=ds01.user={user}", "--label=ds01.container_type=ds01"],

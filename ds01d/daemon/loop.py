@@ -37,7 +37,7 @@ import signal
 import syslog
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from ds01d.config import Config, ConfigError
 from ds01d.config.quantities import format_duration
@@ -62,7 +62,7 @@ from ds01d.host.unix_groups import is_local_user, is_system_user, unix_group_mem
 from ds01d.rules.container_facts import build_record
 from ds01d.rules.enforcement import Action, excess_running, max_containers_reason, outside_slice_action, unowned_action
 from ds01d.rules.gpu_units import gpu_equivalents
-from ds01d.rules.admission_mark import sign
+from ds01d.rules.admission_mark import admitted_owner, sign
 from ds01d.rules.limits import EffectiveLimits, resolve
 from ds01d.rules.privacy import NOBODY_HIDDEN, Redactor
 from ds01d.rules.placement import Hold
@@ -398,7 +398,7 @@ class Daemon:
     def observe(self, info: dict[str, Any], trigger: str) -> None:
         """Record one container as Docker shows it now, then apply the rules to it."""
         record, limits = build_record(info, self.config, self.today(), self.unix_members(), is_local_user,
-                                      is_system_user)
+                                      is_system_user, self.admitted_owner)
         previous = self.store.container(record.id)
         self.store.upsert_container(record, self.clock())
         if previous is None or (previous.owner, previous.kind, previous.flags) != \
@@ -590,6 +590,11 @@ class Daemon:
         except OSError as exc:
             self.state_news(f"{path}: {exc}; gateway marks made now will not verify after a restart", True)
             return secrets.token_bytes(32)
+
+    def admitted_owner(self, labels: Mapping[str, str]) -> str | None:
+        """The owner the gateway recorded on a container (its mark verified), else None."""
+        found = admitted_owner(self.admission_key, labels)
+        return found[1] if found else None
 
     def admission(self, uid: int) -> tuple[int, dict[str, Any]]:
         """What a container the caller `uid` creates through the gateway gets: unrestricted for

@@ -34,6 +34,9 @@ class AllocateArgs:
     count: int = 1
     full: bool = False
     wait_s: int | None = None      # None: the config's allocation_wait
+    #: Devices the container names (`--gpus device=...`): where they are this user's own
+    #: pending allocation (`ds01 run` asked for it first), that allocation is the answer.
+    devices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,11 +69,18 @@ class AdmitArgs:
 
 
 @dataclass(frozen=True)
+class FreeArgs:
+    """`POST /v1/free`: give back an allocation no container will claim (a create that failed)."""
+
+    id: int
+
+
+@dataclass(frozen=True)
 class ReloadArgs:
     """`POST /v1/reload`: read the config file again (root and admins; what ExecReload runs)."""
 
 
-ActionArgs = Union[AllocateArgs, ReleaseArgs, ExtendArgs, ReloadArgs, UsageArgs, AdmitArgs]
+ActionArgs = Union[AllocateArgs, ReleaseArgs, ExtendArgs, ReloadArgs, UsageArgs, AdmitArgs, FreeArgs]
 
 
 def whole_number(name: str, low: int, high: int) -> Callable[[Any], int]:
@@ -108,17 +118,26 @@ def container_ref(value: Any) -> str:
     return value
 
 
+def device_list(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or len(value) > MAX_COUNT or \
+            not all(isinstance(v, str) and 0 < len(v) <= MAX_CONTAINER_REF and v.isprintable() for v in value):
+        raise BadRequest(f"devices must be a list of at most {MAX_COUNT} device indexes or UUIDs")
+    return tuple(value)
+
+
 # action -> (the value's type, its fields: name -> (check, required))
 _ACTIONS: dict[str, tuple[type, dict[str, tuple[Callable[[Any], Any], bool]]]] = {
     "allocate": (AllocateArgs, {"user": (user_name, False),
                                 "count": (whole_number("count", 1, MAX_COUNT), False),
                                 "full": (flag("full"), False),
-                                "wait_s": (whole_number("wait_s", 0, MAX_WAIT_S), False)}),
+                                "wait_s": (whole_number("wait_s", 0, MAX_WAIT_S), False),
+                                "devices": (device_list, False)}),
     "release": (ReleaseArgs, {"container": (container_ref, True)}),
     "extend": (ExtendArgs, {"container": (container_ref, True),
                             "seconds": (whole_number("seconds", 1, MAX_EXTEND_S), True)}),
     "reload": (ReloadArgs, {}),
     "admit": (AdmitArgs, {"uid": (whole_number("uid", 0, 2**32 - 2), True)}),
+    "free": (FreeArgs, {"id": (whole_number("id", 1, 2**62), True)}),
     "usage": (UsageArgs, {"since_s": (whole_number("since_s", 0, MAX_USAGE_S), False)}),
 }
 ACTIONS = tuple(_ACTIONS)

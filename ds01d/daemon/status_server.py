@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import errno
-import grp
 import json
 import os
-import pwd
 import select
 import socket
 import socketserver
@@ -36,6 +34,7 @@ from urllib.parse import parse_qs, urlparse
 
 from ds01d.daemon.request_args import ACTIONS, ActionArgs, BadRequest, parse_args
 from ds01d.daemon.status_model import Caller, StatusView, build, build_admin, reader
+from ds01d.host.unix_groups import is_admin
 from ds01d.rules.privacy import NOBODY_HIDDEN, Redactor
 
 ADMIN_ACTIONS = ACTIONS
@@ -89,21 +88,8 @@ class StatusApp:
         self.report = report    # a request that failed for a reason other than its client
 
     def caller(self, uid: int) -> Caller:
-        try:
-            entry = pwd.getpwuid(uid)
-            name, gid = entry.pw_name, entry.pw_gid
-        except KeyError:
-            name, gid = str(uid), -1
-        return Caller(name, uid, uid == 0 or self._in_admin_group(name, gid))
-
-    def _in_admin_group(self, user: str, gid: int) -> bool:
-        if not self.admin_group:
-            return False
-        try:
-            group = grp.getgrnam(self.admin_group)
-        except KeyError:
-            return False
-        return user in group.gr_mem or gid == group.gr_gid
+        name, admin = is_admin(uid, self.admin_group)
+        return Caller(name, uid, admin)
 
 
 def peer_uid(sock: socket.socket) -> int:

@@ -228,11 +228,20 @@ class Exchange:
     # ---- forwarding --------------------------------------------------------
 
     async def forward(self, request: h11.Request, verdict: Forward, body: bytes | None) -> bool:
+        self.status = 0
+        try:
+            return await self._forward(request, verdict, body)
+        finally:
+            if verdict.answered is not None:
+                _background(verdict.answered(self.status))
+
+    async def _forward(self, request: h11.Request, verdict: Forward, body: bytes | None) -> bool:
         engine = await self.engine_side()
         if engine is None:
             return await self.refuse(Refuse(503, self._connect_error))
         new_body = verdict.body if verdict.body is not None else body
-        await engine.send(h11.Request(method=request.method, target=request.target,
+        target = verdict.target.encode("ascii") if verdict.target is not None else request.target
+        await engine.send(h11.Request(method=request.method, target=target,
                                       headers=forwarded_headers(request, new_body)))
         body_task = asyncio.ensure_future(self.send_body(engine, new_body))
         guard = asyncio.ensure_future(self.guard_client(body_task))
@@ -241,6 +250,8 @@ class Exchange:
         finally:
             await _cancelled(guard)
             await _cancelled(body_task)
+
+    status = 0  # the engine's answer to the request being forwarded (0: none yet)
 
     _connect_error = ""
 
@@ -315,12 +326,14 @@ class Exchange:
                 raise body_task.exception() from None  # type: ignore[misc]
             raise
         if isinstance(event, h11.InformationalResponse):
+            self.status = event.status_code
             await self.client.send(event)
             await self.go_raw(body_task, guard)
             return False
         if not isinstance(event, h11.Response):
             await self.reply(502, engine_down("it closed the connection without answering"), close=True)
             return False
+        self.status = event.status_code
         if close_delimited(request.method, event):
             await self.client.write(raw_head(event))
             await self.go_raw(body_task, guard)
@@ -385,6 +398,24 @@ class Exchange:
             return False
         conn = self.client.conn
         return conn.our_state is h11.DONE and conn.their_state is h11.DONE
+
+
+_BACKGROUND: set[asyncio.Future[Any]] = set()
+
+
+def _background(awaitable: Any) -> None:
+    """Run a policy's after-answer hook on its own: the caller's next request need not wait,
+    and a hang-up must not cancel it (an allocation must still be given back)."""
+    task = asyncio.ensure_future(awaitable)
+    _BACKGROUND.add(task)
+    task.add_done_callback(_hook_done)
+
+
+def _hook_done(task: asyncio.Future[Any]) -> None:
+    _BACKGROUND.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        exc = task.exception()
+        print(f"ds01d gateway: an after-answer hook failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
 
 
 async def _cancelled(task: asyncio.Future[Any]) -> None:

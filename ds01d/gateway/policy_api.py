@@ -11,7 +11,7 @@ dockerd routes it (`api_paths`).  It may ask for the body (bounded), and answer
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Awaitable, Callable, Protocol
 
 #: The largest request body a policy may ask to read; a larger one is refused with 413.
 MAX_JUDGED_BODY = 4 * 1024 * 1024
@@ -40,11 +40,15 @@ class RequestHead:
 
 @dataclass(frozen=True)
 class Forward:
-    """Send it on; `body` replaces the request body when not None."""
+    """Send it on; `body` replaces the request body and `target` the request target when not None."""
 
     body: bytes | None = None
     #: Rewrites a (bounded, buffered) JSON response body, given the status.
     filter_response: Callable[[int, bytes], bytes] | None = None
+    target: str | None = None
+    #: Told the engine's status once it answered, or 0 when the request never reached it
+    #: (engine down, caller gone first): a create's allocation is given back on failure.
+    answered: Callable[[int], Awaitable[None]] | None = None
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ import h11
 from ds01d.gateway.exchange import Exchange
 from ds01d.gateway.http_side import CHUNK, HttpSide
 from ds01d.gateway.policy_api import Peer, Policy
-from ds01d.gateway.switch import ENGINE_SOCKET
+from ds01d.host.engine_socket import ENGINE_SOCKET
 from ds01d.host.sd_notify import Notifier
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid

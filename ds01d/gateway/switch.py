@@ -14,8 +14,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-#: dockerd's own socket once the gateway is enabled; its directory is root-only too.
-ENGINE_SOCKET = "/run/ds01-engine/docker.sock"
+from ds01d.host.engine_socket import ENGINE_SOCKET
+
 STANDARD_SOCKET = "/run/docker.sock"
 ADMIN_UNITS = Path("/etc/systemd/system")
 DROPIN = Path("docker.socket.d") / "ds01-gateway.conf"
@@ -32,6 +32,7 @@ SocketMode=0600
 SocketUser=root
 SocketGroup=root
 DirectoryMode=0700
+RemoveOnStop=yes
 """
 
 

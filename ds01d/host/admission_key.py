@@ -29,3 +29,14 @@ def load_or_create(path: str) -> bytes:
         os.close(fd)
     os.replace(tmp, path)
     return key
+
+
+def load(path: str) -> bytes | None:
+    """The key at `path` as ds01d made it, or None (not made yet, unreadable, not a key): the
+    gateway only reads it, so a missing key means no mark verifies, never a key of its own."""
+    try:
+        with open(path, "rb") as f:
+            key = f.read(KEY_BYTES + 1)
+    except OSError:
+        return None
+    return key if len(key) == KEY_BYTES else None

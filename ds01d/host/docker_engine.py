@@ -16,6 +16,8 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from ds01d.host.engine_socket import engine_url
+
 #: Seconds any one call may take.  The daemon's calls (ping, list, inspect, update) are quick
 #: on a healthy engine; a hung dockerd must cost the main loop this much, not the watchdog's
 #: patience.  A stop adds its grace period to it (docker-py does so).
@@ -43,10 +45,12 @@ class DockerEvent:
 
 
 class DockerAdapter:
-    """One Docker engine; `base_url` None means the environment's (DOCKER_HOST or the default socket)."""
+    """One Docker engine; `base_url` None means dockerd's own socket behind the gateway where
+    there is one (`engine_url`), else the environment's (DOCKER_HOST or the default socket)."""
 
     def __init__(self, base_url: str | None = None, timeout: int = API_TIMEOUT):
         kwargs: dict[str, Any] = {"timeout": timeout, "version": "auto"}
+        base_url = base_url or engine_url()
         if base_url:
             kwargs["base_url"] = base_url
         self.api = docker.APIClient(**kwargs) if base_url else docker.from_env(**kwargs).api

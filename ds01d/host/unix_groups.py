@@ -60,3 +60,21 @@ def uid_min(path: str = LOGIN_DEFS) -> int:
         return 1000
     m = re.search(r"^\s*UID_MIN\s+(\d+)", text, re.MULTILINE)
     return int(m.group(1)) if m else 1000
+
+
+def is_admin(uid: int, admin_group: str | None) -> tuple[str, bool]:
+    """(login name, whether root or a member of `admin_group`) for a uid from the kernel.
+    A uid without an account is named by its number and is no admin."""
+    try:
+        entry = pwd.getpwuid(uid)
+    except KeyError:
+        return ("root" if uid == 0 else str(uid)), uid == 0
+    if uid == 0:
+        return entry.pw_name, True
+    if not admin_group:
+        return entry.pw_name, False
+    try:
+        group = grp.getgrnam(admin_group)
+    except KeyError:
+        return entry.pw_name, False
+    return entry.pw_name, entry.pw_name in group.gr_mem or entry.pw_gid == group.gr_gid

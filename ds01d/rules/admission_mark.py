@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import Any, Mapping
 
 MARK_LABEL = "ds01.admission"
 _NONCE_BYTES = 12
@@ -34,3 +35,16 @@ def verify(key: bytes, uid: int, user: str, mark: str | None) -> bool:
 def _digest(key: bytes, uid: int, user: str, nonce: str) -> str:
     message = f"ds01.admission/1\0{uid}\0{user}\0{nonce}".encode()
     return hmac.new(key, message, hashlib.sha256).hexdigest()
+
+
+def admitted_owner(key: bytes, labels: Mapping[str, Any]) -> tuple[int, str] | None:
+    """(uid, user) of a container the gateway admitted, from its labels; None where the mark
+    is absent or does not verify (made before the gateway, directly on the engine by root,
+    or labels a user wrote)."""
+    uid_text, user = labels.get("ds01.uid"), labels.get("ds01.user")
+    if not isinstance(uid_text, str) or not isinstance(user, str):
+        return None
+    if not (uid_text.isascii() and uid_text.isdigit() and len(uid_text) <= 10):
+        return None
+    uid = int(uid_text)
+    return (uid, user) if verify(key, uid, user, labels.get(MARK_LABEL)) else None

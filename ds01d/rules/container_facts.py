@@ -32,10 +32,11 @@ def docker_time(text: str | None) -> float | None:
 
 def build_record(inspect: Mapping[str, Any], config: Config, today: dt.date, unix: UnixMembers,
                  known_user: Callable[[str], bool] | None = None,
-                 system_user: Callable[[str], bool] = lambda user: user == "root"
+                 system_user: Callable[[str], bool] = lambda user: user == "root",
+                 admitted: Callable[[Mapping[str, str]], str | None] = lambda labels: None,
                  ) -> tuple[ContainerRecord, EffectiveLimits | None]:
     """The record of one container and, when it has an owner, the owner's limits."""
-    ownership = resolve_owner(inspect, known_user, system_user)
+    ownership = resolve_owner(inspect, known_user, system_user, admitted)
     limits = resolve(config, ownership.owner, today, unix) if ownership.owner else None
     state = inspect.get("State") or {}
     record = ContainerRecord(

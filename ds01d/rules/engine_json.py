@@ -175,3 +175,16 @@ def _canonical(data: bytes) -> dict[str, Any]:
 
 def encode(body: Mapping[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
+
+
+#: The body of `POST /networks/{id}/connect`, as the engine reads it.
+NETWORK_CONNECT = ("Container", "EndpointConfig")
+
+
+def canonical_fields(data: bytes, known: tuple[str, ...]) -> dict[str, Any]:
+    """Any other request body the gateway judges (a network connect): its known fields as the
+    engine reads them, others dropped; UnreadableBody as for a create."""
+    pairs = _object(_strict_loads(data) if data.strip() else _Pairs(), "the body")
+    assert pairs is not None
+    fields, _ = _fields(pairs, known)
+    return {name: _plain(value) for name, value in fields.items()}

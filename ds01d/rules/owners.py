@@ -17,7 +17,7 @@ from ds01d.config import KINDS
 
 #: Signal names, strongest first; they appear in the journal and the state database.
 SIGNALS: tuple[str, ...] = (
-    "label:ds01.user", "label:aime.mlc.USER", "name:aime", "cgroup-parent",
+    "gateway", "label:ds01.user", "label:aime.mlc.USER", "name:aime", "cgroup-parent",
     "label:devcontainer.local_folder", "label:compose.working_dir", "bind-mount",
 )
 _HOME = re.compile(r"^/home/([^/]+)(?:/|$)")
@@ -131,16 +131,26 @@ def container_kind(labels: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
 
 
 def resolve_owner(inspect: Mapping[str, Any], known_user: Callable[[str], bool] | None = None,
-                  system_user: Callable[[str], bool] = lambda user: user == "root") -> Ownership:
+                  system_user: Callable[[str], bool] = lambda user: user == "root",
+                  admitted: Callable[[Mapping[str, str]], str | None] = lambda labels: None) -> Ownership:
     """The owner and kind of one container.
+
+    `admitted` gives the owner of a container the gateway admitted (its mark verified
+    under ds01d's key): the caller's uid as the kernel said, beyond doubt, so no other
+    signal is weighed against it and its kind is the gateway's.
 
     `known_user`, when given, marks owners that are not accounts on this host;
     they are still recorded (the label said so) but flagged for an admin.
     `system_user` says which names are system accounts (root, daemons): a claim of one
     is flagged and ignored, so nobody's container runs on root's account or slice.
     """
+    labels = _labels(inspect)
+    owner = admitted(labels)
+    if owner is not None:
+        kind = labels.get("ds01.container_type")
+        return Ownership(owner, "gateway", kind if kind in KINDS else "docker", (("gateway", owner),))
     claims, bad = _split_plausible(_signal_users(inspect), system_user)
-    kind, flags = container_kind(_labels(inspect))
+    kind, flags = container_kind(labels)
     flags += bad
     if not claims:
         return Ownership(None, None, kind, (), flags + ("unowned",))

@@ -1,0 +1,280 @@
+"""ds01d's policy at the door: what the gateway does with each caller's request.
+
+Root and members of `daemon.admin_group` pass untouched.  For everyone else:
+- a create is read as the engine reads it (`engine_json`), admitted by ds01d (the
+  caller's slice made with its limits, max_containers), given devices by ds01d's
+  allocator (waiting in its queue, like `ds01d allocate`), and rewritten (`create_rewrite`)
+  to run in the caller's slice, labelled with the caller as owner, on exactly those devices;
+- a request on a container (by name, id, exec id, `/commit`, a network connect, a create
+  that joins another container's volumes or namespaces) goes through only when the
+  container is the caller's; it is then sent on by the container's full id, so no rename
+  or new container between the check and the engine can change what it reaches;
+- `docker ps` shows other users' containers only where `daemon.show_other_users` says so
+  (a compose project's listing shows only the caller's own, whatever it says).
+
+Decisions about containers are taken here, from the engine and ds01d's admission key,
+so they keep working while ds01d restarts; only creates need ds01d and wait for it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import quote
+
+from ds01d.config import Config, ConfigError, load_config
+from ds01d.config.model import DaemonSettings
+from ds01d.gateway.daemon_client import DaemonClient, DaemonDown
+from ds01d.gateway.policy_api import Forward, Peer, Refuse, RequestHead, Verdict
+from ds01d.gateway.unix_http import Unreachable, call
+from ds01d.host.admission_key import load as load_key
+from ds01d.host.unix_groups import is_admin, is_system_user
+from ds01d.rules import door
+from ds01d.rules.admission_mark import admitted_owner
+from ds01d.rules.create_rewrite import Admission, gpus_wanted, requested_gpus, rewrite
+from ds01d.rules.engine_json import NETWORK_CONNECT, UnreadableBody, canonical, canonical_fields, encode
+from ds01d.rules.owners import container_kind, resolve_owner
+from ds01d.gateway.replies import engine_down
+
+RESTARTING = ("ds01d is restarting or not running, so new containers cannot be admitted just now; "
+              "try again in a minute, and tell an admin if it lasts")
+
+
+@dataclass(frozen=True)
+class Caller:
+    user: str
+    uid: int
+    admin: bool
+
+
+class Settings:
+    """The config's daemon settings and the admission key, read again when their files change
+    (ds01d's reload does not restart the gateway)."""
+
+    def __init__(self, config_path: str):
+        self.config_path = config_path
+        self._stamp: tuple[float, float] | None = None
+        self.daemon = DaemonSettings()
+        self.allocation_wait = 180
+        self._key: bytes | None = None
+
+    def refresh(self) -> None:
+        stamp = (_mtime(self.config_path), _mtime(self.key_path))
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            config: Config = load_config(self.config_path)
+            self.daemon, self.allocation_wait = config.daemon, config.policies.allocation_wait
+        except ConfigError as exc:
+            print(f"ds01d gateway: {self.config_path} refused, keeping the settings in force: "
+                  f"{str(exc).splitlines()[0]}", file=sys.stderr, flush=True)
+        self._key = load_key(self.key_path)
+
+    @property
+    def key_path(self) -> str:
+        return f"{self.daemon.state_dir}/admission.key"
+
+    def admitted(self, labels: Mapping[str, str]) -> str | None:
+        found = admitted_owner(self._key, labels) if self._key else None
+        return found[1] if found else None
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path).st_mtime
+    except OSError:
+        return -1.0
+
+
+class Ds01Policy:
+    """The `Policy` of ds01-gateway.service (see the module's docstring)."""
+
+    def __init__(self, config_path: str, engine_path: str):
+        self.settings = Settings(config_path)
+        self.settings.refresh()
+        self.engine_path = engine_path
+
+    @property
+    def daemon(self) -> DaemonClient:
+        return DaemonClient(self.settings.daemon.socket_path)
+
+    def wants_body(self, peer: Peer, head: RequestHead) -> bool:
+        return isinstance(door.route(head.method, head.path, head.query), (door.Create, door.NetworkConnect))
+
+    async def judge(self, peer: Peer, head: RequestHead, body: bytes | None) -> Verdict:
+        self.settings.refresh()
+        name, admin = is_admin(peer.uid, self.settings.daemon.admin_group)
+        if admin:
+            return Forward()
+        caller = Caller(name, peer.uid, False)
+        route = door.route(head.method, head.path, head.query)
+        try:
+            return await self._judge(caller, head, route, body or b"")
+        except Unreachable as exc:
+            return Refuse(503, engine_down(str(exc)))
+
+    async def _judge(self, caller: Caller, head: RequestHead, route: door.Route, body: bytes) -> Verdict:
+        if isinstance(route, door.Create):
+            return await self.create(caller, body)
+        if isinstance(route, door.OnContainer):
+            return await self.on_container(caller, head, route)
+        if isinstance(route, door.OnExec):
+            return await self.on_exec(caller, route.exec_id)
+        if isinstance(route, door.Commit):
+            found = await self.own(caller, route.ref)
+            if isinstance(found, Refuse):
+                return found
+            return Forward(target=_target(head, head.path, door.with_value(head.query, "container", found)))
+        if isinstance(route, door.NetworkConnect):
+            return await self.network_connect(caller, body)
+        if isinstance(route, door.Prune):
+            return Refuse(403, "docker container prune would remove other users' stopped containers too; "
+                               "remove yours by name (docker rm NAME), or ask an admin")
+        if isinstance(route, door.ListContainers):
+            return self.listing(caller, head)
+        return Forward()
+
+    # ---- containers that exist ---------------------------------------------------------
+
+    async def inspect(self, what: str, ref: str) -> Any | None:
+        """The engine's inspect of a container or exec, or None where it has none by that name."""
+        answer = await call(self.engine_path, "GET", f"/{what}/{quote(ref, safe='')}/json", timeout=30)
+        if answer.status == 404:
+            return None
+        if answer.status != 200 or not isinstance(answer.doc, dict):
+            raise Unreachable(f"inspecting {ref[:64]!r} answered {answer.status}")
+        return answer.doc
+
+    def owner(self, inspect: Mapping[str, Any]) -> str | None:
+        labels = (inspect.get("Config") or {}).get("Labels") or {}
+        return self.settings.admitted(labels) or resolve_owner(inspect, system_user=is_system_user).owner
+
+    async def own(self, caller: Caller, ref: str) -> str | Refuse:
+        """The full id of the caller's container `ref`, or the refusal (404 like dockerd's where
+        other users' containers are not to be seen, else 403 that says whose it is)."""
+        inspect = await self.inspect("containers", ref)
+        if inspect is None:
+            return Refuse(404, f"No such container: {ref}")
+        owner = self.owner(inspect)
+        if owner == caller.user:
+            return str(inspect["Id"])
+        if not self.settings.daemon.show_other_users:
+            return Refuse(404, f"No such container: {ref}")
+        name = (inspect.get("Name") or "").lstrip("/") or ref
+        whose = f"it is {owner}'s" if owner else "ds01d knows no owner of it"
+        return Refuse(403, f"{name} is not your container ({whose}); only its owner and admins may use it")
+
+    async def on_container(self, caller: Caller, head: RequestHead, route: door.OnContainer) -> Verdict:
+        found = await self.own(caller, route.ref)
+        if isinstance(found, Refuse):
+            return found
+        return Forward(target=_target(head, f"/containers/{found}{route.rest}", head.query))
+
+    async def on_exec(self, caller: Caller, exec_id: str) -> Verdict:
+        inspect = await self.inspect("exec", exec_id)
+        if inspect is None or not isinstance(inspect.get("ContainerID"), str):
+            return Refuse(404, f"No such exec instance: {exec_id}")
+        found = await self.own(caller, inspect["ContainerID"])
+        if isinstance(found, Refuse):
+            return Refuse(found.status, found.message if found.status == 403 else f"No such exec instance: {exec_id}")
+        return Forward()
+
+    async def network_connect(self, caller: Caller, body: bytes) -> Verdict:
+        try:
+            fields = canonical_fields(body, NETWORK_CONNECT)
+        except UnreadableBody as exc:
+            return Refuse(400, f"the gateway cannot read this request: {exc}")
+        if not isinstance(fields.get("Container"), str):
+            return Forward(body=encode(fields))
+        found = await self.own(caller, fields["Container"])
+        if isinstance(found, Refuse):
+            return found
+        return Forward(body=encode({**fields, "Container": found}))
+
+    def listing(self, caller: Caller, head: RequestHead) -> Verdict:
+        if self.settings.daemon.show_other_users and not door.compose_scoped(head.query):
+            return Forward()
+
+        def inferred(shaped: Mapping[str, Any]) -> str | None:
+            return resolve_owner(shaped, system_user=is_system_user).owner
+
+        def owner_of(entry: Mapping[str, Any]) -> str | None:
+            return door.listed_owner(entry, self.settings.admitted, inferred)
+
+        def only_own(status: int, data: bytes) -> bytes:
+            if status != 200:
+                return data
+            try:
+                listing = json.loads(data)
+            except ValueError:
+                return b"[]\n"   # what cannot be read cannot be shown
+            return (json.dumps(door.own_entries(listing, caller.user, owner_of)) + "\n").encode()
+
+        return Forward(filter_response=only_own)
+
+    # ---- creates -------------------------------------------------------------------------
+
+    async def create(self, caller: Caller, raw: bytes) -> Verdict:
+        try:
+            body = canonical(raw)
+            gpus = requested_gpus(body)
+        except UnreadableBody as exc:
+            return Refuse(400, f"the gateway cannot read this container's configuration: {exc}")
+        for ref in door.joined_containers(body):
+            found = await self.own(caller, ref)
+            if isinstance(found, Refuse):
+                return found
+        try:
+            admitted = await self.daemon.admit(caller.uid)
+        except DaemonDown:
+            return Refuse(503, RESTARTING)
+        if admitted.status != 200 or not isinstance(admitted.doc, dict):
+            return Refuse(admitted.status if admitted.status >= 400 else 502, _error(admitted.doc))
+        if admitted.doc.get("admin"):
+            return Forward()
+        return await self.allocated_create(caller, body, admitted.doc, gpus)
+
+    async def allocated_create(self, caller: Caller, body: dict[str, Any], admitted: Mapping[str, Any],
+                               gpus: Any) -> Verdict:
+        wanted = gpus_wanted(gpus)
+        grant: Mapping[str, Any] = {}
+        if wanted:
+            try:
+                answer = await self.daemon.allocate(admitted["user"], wanted, tuple(gpus.device_ids),
+                                                    self.settings.allocation_wait)
+            except DaemonDown:
+                return Refuse(503, RESTARTING)
+            if answer.status != 200 or not isinstance(answer.doc, dict):
+                return Refuse(answer.status if answer.status >= 400 else 502, _error(answer.doc))
+            grant = answer.doc
+        labels = {k: v for k, v in (body.get("Labels") or {}).items() if not k.startswith("ds01.")}
+        kind = "ds01" if grant.get("reused") and (body.get("Labels") or {}).get("ds01.container_type") == "ds01" \
+            else container_kind(labels)[0]
+        admission = Admission(admitted["user"], caller.uid, admitted["slice"], kind, admitted["mark"],
+                              tuple(u["uuid"] for u in grant.get("units") or ()))
+        new_body = encode(rewrite(body, admission))
+        if not grant or grant.get("reused"):
+            return Forward(body=new_body)
+        return Forward(body=new_body, answered=self._free_unless_created(int(grant["id"])))
+
+    def _free_unless_created(self, allocation_id: int) -> Any:
+        async def answered(status: int) -> None:
+            if status != 201:
+                await self.daemon.free(allocation_id)
+        return answered
+
+
+def _error(doc: Any) -> str:
+    if isinstance(doc, dict) and isinstance(doc.get("error"), str):
+        return doc["error"]
+    return "ds01d gave no reason; tell an admin"
+
+
+def _target(head: RequestHead, path: str, query: str) -> str:
+    """A request target for the engine: the caller's API version, `path` (quoted), `query`."""
+    prefix = f"/v{head.api_version}" if head.api_version else ""
+    return prefix + quote(path, safe="/:@!$&'()*+,;=-._~") + (f"?{query}" if query else "")

@@ -1,0 +1,151 @@
+"""Which container a Docker API request touches, and whose containers a caller may see:
+the gateway's rules about other users' containers, pure.
+
+dockerd routes on (method, path): `GET /containers/json` lists, `POST /containers/create`
+creates and `POST /containers/prune` removes every stopped container, but `DELETE
+/containers/json` removes a container *named* json.  So a request is classified the way
+the engine routes it, from the path the gateway has already decoded and stripped of its
+version prefix (`gateway.api_paths`).  Everything that names a container (its path, the
+`container` of `/commit`, an exec id, a network connect's `Container`, a create's
+`VolumesFrom` and `container:` namespace modes) is a reference to check against the
+caller; a caller that is neither root nor an admin may only reference their own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+from urllib.parse import parse_qsl, urlencode
+
+#: Namespace modes in a create body that join another container's namespace ("container:NAME").
+JOINING_MODES = ("NetworkMode", "PidMode", "IpcMode")
+
+
+@dataclass(frozen=True)
+class Create:
+    """`POST /containers/create`."""
+
+
+@dataclass(frozen=True)
+class ListContainers:
+    """`GET /containers/json` (docker ps)."""
+
+
+@dataclass(frozen=True)
+class Prune:
+    """`POST /containers/prune`: every stopped container, whoever's."""
+
+
+@dataclass(frozen=True)
+class OnContainer:
+    """A request on one container, named by `ref` (a name, an id or an id prefix)."""
+
+    ref: str
+    rest: str            # what follows the reference in the path, e.g. "/exec" ("" for DELETE)
+
+
+@dataclass(frozen=True)
+class OnExec:
+    """A request on an exec instance (start, resize, inspect): its container decides."""
+
+    exec_id: str
+
+
+@dataclass(frozen=True)
+class Commit:
+    """`POST /commit?container=REF`: an image of a container's files."""
+
+    ref: str
+
+
+@dataclass(frozen=True)
+class NetworkConnect:
+    """`POST /networks/{id}/connect`: the body's `Container` joins a network."""
+
+
+@dataclass(frozen=True)
+class Elsewhere:
+    """Anything else: no container of anyone's is named in the path."""
+
+
+Route = Create | ListContainers | Prune | OnContainer | OnExec | Commit | NetworkConnect | Elsewhere
+
+
+def route(method: str, path: str, query: str) -> Route:
+    """What a request does to containers, read as dockerd routes it."""
+    parts = path.split("/")[1:]
+    if len(parts) >= 2 and parts[0] == "containers" and parts[1]:
+        if len(parts) == 2:
+            special = {("GET", "json"): ListContainers(), ("POST", "create"): Create(),
+                       ("POST", "prune"): Prune()}.get((method, parts[1]))
+            if special is not None:
+                return special
+        return OnContainer(parts[1], "/" + "/".join(parts[2:]) if len(parts) > 2 else "")
+    if len(parts) >= 3 and parts[0] == "exec" and parts[1]:
+        return OnExec(parts[1])
+    if parts == ["commit"]:
+        ref = first_value(query, "container")
+        return Commit(ref) if ref else Elsewhere()
+    if len(parts) == 3 and parts[0] == "networks" and parts[2] == "connect" and method == "POST":
+        return NetworkConnect()
+    return Elsewhere()
+
+
+def first_value(query: str, name: str) -> str | None:
+    """A query parameter as Go's `r.Form.Get` reads it: the first value, `+` as a space."""
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key == name:
+            return value
+    return None
+
+
+def with_value(query: str, name: str, value: str) -> str:
+    """The query with every value of `name` replaced by `value` (so none other can be read)."""
+    pairs = [(k, value if k == name else v) for k, v in parse_qsl(query, keep_blank_values=True)]
+    return urlencode(pairs)
+
+
+def joined_containers(body: Mapping[str, Any]) -> list[str]:
+    """Containers a canonical create body reaches into: `VolumesFrom` (their volumes, `:ro`
+    or `:rw` after the name) and `container:NAME` network, PID and IPC namespaces."""
+    host = body.get("HostConfig") or {}
+    refs = []
+    for entry in host.get("VolumesFrom") or []:
+        if isinstance(entry, str) and entry:
+            refs.append(entry.split(":", 1)[0])
+    for mode in JOINING_MODES:
+        value = host.get(mode)
+        if isinstance(value, str) and value.startswith("container:"):
+            refs.append(value.split(":", 1)[1])
+    return refs
+
+
+def listed_owner(entry: Mapping[str, Any], admitted: Callable[[Mapping[str, str]], str | None],
+                 inferred: Callable[[Mapping[str, Any]], str | None]) -> str | None:
+    """The owner of one `docker ps` entry: the gateway's mark, else what the labels, names
+    and mounts of the listing say (the owner rules over the inspect-shaped fields it has)."""
+    labels = entry.get("Labels") if isinstance(entry.get("Labels"), dict) else {}
+    owner = admitted(labels)
+    if owner is not None:
+        return owner
+    names = entry.get("Names") if isinstance(entry.get("Names"), list) else []
+    shaped = {"Config": {"Labels": labels}, "Name": names[0] if names and isinstance(names[0], str) else "",
+              "Mounts": entry.get("Mounts") if isinstance(entry.get("Mounts"), list) else [],
+              "HostConfig": {}}
+    return inferred(shaped)
+
+
+def own_entries(listing: Any, user: str, owner_of: Callable[[Mapping[str, Any]], str | None]) -> Any:
+    """A `docker ps` answer with only `user`'s containers; anything that is not a list of
+    objects is returned as it came (an error answer)."""
+    if not isinstance(listing, list):
+        return listing
+    return [e for e in listing if isinstance(e, dict) and owner_of(e) == user]
+
+
+def compose_scoped(query: str) -> bool:
+    """A listing filtered by a compose project label: compose asking for *its* project's
+    containers, which another user's project of the same name (the same directory name)
+    must not join."""
+    filters = first_value(query, "filters") or ""
+    return "com.docker.compose.project=" in filters
