@@ -139,7 +139,7 @@ def main() -> int:
     box = Box.boot("bench-gw")
     results: dict[str, list[Any]] = {k: [] for k in ("keepalive", "fresh", "create", "cp_in", "cp_out")}
     try:
-        gw = GatewayBox(box)
+        gw = GatewayBox(box, "/etc/ds01/ds01.yaml")  # none: the defaults; root passes untouched
         gw.switch("enable")
         through, direct = f"/proc/{box.pid}/root{STANDARD}", f"/proc/{box.pid}/root{ENGINE}"
         for i in range(20):

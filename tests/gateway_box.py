@@ -19,22 +19,39 @@ ENGINE = "/run/ds01-engine/docker.sock"
 STANDARD = "/run/docker.sock"
 SERVICE = "ds01-gateway.service"
 USER, UID = "gwuser", 2701
+PEER, PEER_UID = "gwpeer", 2702
+#: ds01d's config for the gateway's box tests: two ordinary users, one GPU quota each.
+CONFIG = """\
+daemon: {state_dir: "{state_dir}", sampling_interval: 1s}
+policies: {grace_after_start: 0s, sigterm_grace: 1s, allocation_timeout: 1m, allocation_wait: 30s}
+defaults: {gpu_quota: 1, gpu_hold_after_stop: 0s, idle_timeout: null, max_runtime: null}
+default_group: students
+groups:
+  students: {cpus: 2, memory_max: 2G, max_containers: 6}
+"""
 
 
 class GatewayBox:
-    """The enabled gateway in `box` and the user `gwuser` (uid 2701, group docker)."""
+    """The enabled gateway in `box`, judging with ds01d's policy under `config_path` (ds01d's
+    config, so the gateway finds ds01d's socket and key), and the users `gwuser` (uid 2701)
+    and `gwpeer` (uid 2702), both in group docker."""
 
-    def __init__(self, box: Any):
+    def __init__(self, box: Any, config_path: str):
         self.box = box
-        self.home = Path(box.run_dir) / "gwuser-home"
-        self.home.mkdir(exist_ok=True)
-        os.chown(self.home, UID, UID)
-        box.add_user(USER, UID, home=str(self.home))
+        self.home = self.add_caller(USER, UID)
+        self.add_caller(PEER, PEER_UID)
         self.docker_gid = int(box.run(["getent", "group", "docker"]).stdout.split(":")[2])
         for unit in ("ds01-gateway.socket", "ds01-gateway.service"):
             box.install_unit(unit, (REPO / "systemd" / unit).read_text())
-        box.install_unit(f"{SERVICE}.d/box.conf",
-                         f"[Service]\nExecStart=\nExecStart={box.tool('ds01d')} gateway run\n")
+        box.install_unit(f"{SERVICE}.d/box.conf", f"[Service]\nExecStart=\n"
+                         f"ExecStart={box.tool('ds01d')} gateway run --config {config_path}\n")
+
+    def add_caller(self, name: str, uid: int) -> Path:
+        home = Path(self.box.run_dir) / f"{name}-home"
+        home.mkdir(exist_ok=True)
+        os.chown(home, uid, uid)
+        self.box.add_user(name, uid, home=str(home))
+        return home
 
     # ---- switching ------------------------------------------------------------
 
@@ -44,28 +61,29 @@ class GatewayBox:
 
     # ---- callers --------------------------------------------------------------
 
-    def user_argv(self, *argv: str) -> list[str]:
-        return ["setpriv", f"--reuid={UID}", f"--regid={UID}", f"--groups={self.docker_gid}", *argv]
+    def user_argv(self, *argv: str, uid: int = UID) -> list[str]:
+        return ["setpriv", f"--reuid={uid}", f"--regid={uid}", f"--groups={self.docker_gid}", *argv]
 
-    def user_env(self, **extra: str) -> dict[str, str]:
-        return {"HOME": str(self.home), "DOCKER_HOST": f"unix://{STANDARD}", **extra}
+    def user_env(self, uid: int = UID, **extra: str) -> dict[str, str]:
+        home = self.home if uid == UID else Path(self.box.run_dir) / f"{PEER}-home"
+        return {"HOME": str(home), "DOCKER_HOST": f"unix://{STANDARD}", **extra}
 
     def as_user(self, *argv: str, check: bool = True, timeout: float = 120, input: str | None = None,
-                **env: str) -> subprocess.CompletedProcess[str]:
-        """A command as gwuser, whose Docker is the standard socket (the gateway)."""
-        return self.box.run(self.user_argv(*argv), check=check, timeout=timeout, input=input,
-                            env=self.user_env(**env))
+                uid: int = UID, **env: str) -> subprocess.CompletedProcess[str]:
+        """A command as gwuser (or gwpeer), whose Docker is the standard socket (the gateway)."""
+        return self.box.run(self.user_argv(*argv, uid=uid), check=check, timeout=timeout, input=input,
+                            env=self.user_env(uid, **env))
 
     def docker(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-        """The docker CLI as gwuser, through the gateway."""
+        """The docker CLI as gwuser (uid=PEER_UID: as gwpeer), through the gateway."""
         return self.as_user("docker", *args, **kw)
 
     def direct(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
         """The docker CLI as root on dockerd's own socket, past the gateway."""
         return self.box.run(["docker", "-H", f"unix://{ENGINE}", *args], **kw)
 
-    def popen_user(self, *argv: str, **env: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen(self.box.command(self.user_argv(*argv), self.user_env(**env)),
+    def popen_user(self, *argv: str, uid: int = UID, **env: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self.box.command(self.user_argv(*argv, uid=uid), self.user_env(uid, **env)),
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
     # ---- the service ------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The gateway in front of the real dockerd, as an ordinary docker-group user sees it.
 
-With the pass-through policy (ALLOW_ALL) the gateway must be invisible: the docker CLI
+Under ds01d's policy, to a user working with their own containers, the gateway must be
+invisible (what it adds to creates is the concern of test_gateway_door_box): the docker CLI
 (interactive exec through a real pty, stdin EOF, attach, builds with a 100 MB context
 with and without BuildKit, 500 MB copies both ways, save/load, events, logs -f),
 Debian's docker-compose, the Python SDK and a raw-API dev-container create all work
@@ -22,7 +23,8 @@ from pathlib import Path
 import h11
 import pytest
 
-from tests.gateway_box import ENGINE, SERVICE, STANDARD, UID, GatewayBox
+from tests.gateway_box import CONFIG, ENGINE, SERVICE, STANDARD, UID, GatewayBox
+from tests.service import Service
 
 pytestmark = pytest.mark.box
 IMAGE = "busybox:local"
@@ -32,12 +34,15 @@ PTY_SESSION = "/run/ds01-checkout/tests/tools/pty_session.py"
 
 @pytest.fixture(scope="module")
 def gw(box):
-    gateway = GatewayBox(box)
+    svc = Service(box, CONFIG)
+    svc.reset(CONFIG)
+    gateway = GatewayBox(box, str(svc.config_path))
     said = gateway.switch("enable")
     assert said.startswith("ds01d gateway: enabled:") and ENGINE in said
     yield gateway
     gateway.box.run(["systemctl", "kill", SERVICE], check=False)  # drainers of the restart test
     gateway.switch("disable")
+    svc.stop()
 
 
 class Output:

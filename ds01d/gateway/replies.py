@@ -9,6 +9,7 @@ sentence there, never a traceback.
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 
 import h11
 
@@ -22,7 +23,11 @@ def error_events(status: int, message: str, close: bool = False) -> tuple[h11.Re
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
     if close:
         headers.append(("Connection", "close"))
-    return h11.Response(status_code=status, headers=headers), h11.Data(data=body)
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = ""
+    return h11.Response(status_code=status, headers=headers, reason=reason), h11.Data(data=body)
 
 
 def engine_down(why: str) -> str:

@@ -184,6 +184,10 @@ def choose(ask: Ask, loads: Sequence[UnitLoad]) -> Answer:
     if ask.full and not ask.may_full_gpu:
         return Answer(reason=f"{ask.user} may not have whole GPUs (allow_full_gpu); ask for MIG instances")
     options = _whole_gpus(ask, loads) if ask.full else _units(ask, loads)
+    if not options and ask.quota is not None and ask.used >= ask.quota - 1e-6:
+        # A device freeing up would still be over the quota: waiting would only waste the caller's minutes.
+        return Answer(reason=f"{ask.user} holds {ask.used:g} GPU-equivalents, all of the quota of {ask.quota:g}; "
+                             "stop or remove a GPU container of yours first (ds01-gpu-status shows them)")
     if not options:
         return Answer(wait=True, reason=_why_none(ask, loads))
     for units in options:

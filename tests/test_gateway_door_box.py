@@ -1,0 +1,276 @@
+"""The door: what the gateway does to ordinary users' requests, with ds01d and real dockerd.
+
+Every way of making a container (docker run, Debian's docker-compose, the Python SDK, a
+raw-API dev-container create) lands in the caller's slice with the caller as owner,
+whatever labels and cgroup parent it claimed; GPU requests run on what the allocator gave;
+refusals are printed by the docker CLI; a second user's create waits for the device; one
+user cannot touch another's containers; creates wait for ds01d while it restarts and an
+open exec session outlives that restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.gateway_box import CONFIG, PEER_UID, SERVICE, STANDARD, GatewayBox
+from tests.nvml_scenarios import gpu_uuid, whole_gpu, write
+from tests.service import Service
+from tests.test_gateway_box import PTY_SESSION, Output
+
+pytestmark = pytest.mark.box
+IMAGE = "busybox:local"
+SLICE = "ds01-students-gwuser.slice"
+PEER_SLICE = "ds01-students-gwpeer.slice"
+RAW_HTTP = "/run/ds01-checkout/tests/tools/raw_http.py"
+
+
+@pytest.fixture(scope="module")
+def svc(box):
+    service = Service(box, CONFIG, fake_nvml=True)
+    write(service.nvml_scenario, [whole_gpu(0)])
+    service.reset(CONFIG)
+    yield service
+    service.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(box, svc):
+    gateway = GatewayBox(box, str(svc.config_path))
+    gateway.switch("enable")
+    svc.start()    # connected again after Docker's restart, now to dockerd's own socket
+    yield gateway
+    box.run(["systemctl", "kill", SERVICE], check=False)
+    gateway.switch("disable")
+
+
+def cgroup_of(box, gw, name: str) -> str:
+    pid = gw.direct("inspect", "-f", "{{.State.Pid}}", name).stdout.strip()
+    return box.run(["cat", f"/proc/{pid}/cgroup"]).stdout
+
+
+def labels_of(gw, name: str) -> dict[str, str]:
+    return json.loads(gw.direct("inspect", "-f", "{{json .Config.Labels}}", name).stdout)
+
+
+def raw_create(gw, name: str, body: dict | bytes, uid: int | None = None) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = (f"POST /v1.41/containers/create?name={name} HTTP/1.1\r\nHost: docker\r\n"
+               f"Content-Type: application/json\r\nConnection: close\r\nContent-Length: {len(data)}\r\n\r\n"
+               ).encode() + data
+    kw = {"uid": uid} if uid else {}
+    out = gw.as_user("python3", RAW_HTTP, STANDARD, input=request.decode("latin-1"), **kw).stdout
+    head, _, doc = out.replace("\r\n", "\n").partition("\n\n")   # (text mode already turned most into \n)
+    return int(head.split()[1]), json.loads(doc) if doc.strip() else {}
+
+
+def assert_callers(box, svc, gw, name: str, kind: str) -> None:
+    """In gwuser's slice (with its limits), gwuser's by the gateway's mark, whatever was claimed."""
+    assert f"/{SLICE}/" in cgroup_of(box, gw, name) or f"{SLICE}/" in cgroup_of(box, gw, name)
+    assert box.systemctl_show(SLICE, "CPUQuotaPerSecUSec")["CPUQuotaPerSecUSec"] == "2s"
+    labels = labels_of(gw, name)
+    assert (labels["ds01.user"], labels["ds01.uid"], labels["ds01.container_type"]) == ("gwuser", "2701", kind)
+    cid = gw.direct("inspect", "-f", "{{.Id}}", name).stdout.strip()
+    svc.wait_record(cid, 5.0, owner="gwuser", owner_signal="gateway", kind=kind)
+
+
+# ---- every way in lands in the caller's slice -------------------------------------------
+
+
+def test_docker_run_with_spoofed_owner_and_cgroup_parent(svc, gw, box, box_cleanup):
+    name = box_cleanup.unique("door-run")
+    gw.docker("run", "-d", "--name", name, "--label", "ds01.user=gwpeer", "--label", "ds01.uid=2702",
+              "--label", "ds01.admission=forged.0", "--label", "ds01.container_type=ds01",
+              f"--cgroup-parent={PEER_SLICE}", IMAGE, "sleep", "600")
+    assert_callers(box, svc, gw, name, "docker")
+    assert gw.direct("inspect", "-f", "{{.HostConfig.CgroupParent}}", name).stdout.strip() == SLICE
+
+
+def test_compose_up_lands_in_the_callers_slice(svc, gw, box):
+    project = gw.home / "door-compose"
+    project.mkdir(exist_ok=True)
+    (project / "docker-compose.yml").write_text(
+        f'version: "3"\nservices:\n  web:\n    image: {IMAGE}\n    command: sleep 600\n'
+        f'    cgroup_parent: {PEER_SLICE}\n    labels: ["ds01.user=gwpeer"]\n')
+    os.chown(project, 2701, 2701)
+    try:
+        gw.as_user("sh", "-c", f"cd {project} && docker-compose -p doorproj up -d", timeout=120)
+        assert_callers(box, svc, gw, "doorproj_web_1", "compose")
+    finally:
+        gw.direct("rm", "-f", "doorproj_web_1", check=False)
+        gw.direct("network", "rm", "doorproj_default", check=False)
+
+
+def test_python_sdk_lands_in_the_callers_slice(svc, gw, box, box_cleanup):
+    name = box_cleanup.unique("door-sdk")
+    script = (f"import docker; docker.from_env().containers.run({IMAGE!r}, 'sleep 600', name={name!r}, "
+              "detach=True, labels={'ds01.user': 'gwpeer'}, cgroup_parent='ds01-students-gwpeer.slice')")
+    gw.as_user("/run/ds01-checkout/.venv/bin/python", "-c", script, timeout=60)
+    assert_callers(box, svc, gw, name, "docker")
+
+
+def test_raw_devcontainer_create_with_hostconfig_spelled_oddly(svc, gw, box, box_cleanup):
+    """Go's JSON matches keys whatever their case: the slice the engine would read is replaced."""
+    name = box_cleanup.unique("door-devc")
+    body = ('{"Image": "%s", "Cmd": ["sleep", "600"], "Labels": {"devcontainer.local_folder": '
+            '"/home/gwuser/p", "ds01.user": "gwpeer"}, "hostconfig": {"cgroupparent": "%s"}}'
+            % (IMAGE, PEER_SLICE)).encode()
+    code, _ = raw_create(gw, name, body)
+    assert code == 201
+    gw.docker("start", name)
+    assert_callers(box, svc, gw, name, "devcontainer")
+
+
+def test_unreadable_create_bodies_are_refused_in_one_sentence(gw, box_cleanup):
+    for body, said in ((b'{"Image": "x", "Cmd": [', "not JSON"),
+                       (b'{"Image": "x", "HostConfig": {}, "CgroupParent": "x.slice"}', "both in HostConfig"),
+                       (b'[1, 2]', "must be an object")):
+        code, doc = raw_create(gw, box_cleanup.unique("door-bad"), body)
+        assert code == 400 and said in doc.get("message", repr(doc)) and "\n" not in doc["message"], doc
+
+
+# ---- GPUs ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gpus", ["all", "1", "device=7"])
+def test_gpu_requests_run_on_the_allocated_device(svc, gw, box, box_cleanup, gpus):
+    name = box_cleanup.unique("door-gpu")
+    gw.docker("run", "-d", "--name", name, "--gpus", gpus, IMAGE, "sleep", "600")
+    requests = json.loads(gw.direct("inspect", "-f", "{{json .HostConfig.DeviceRequests}}", name).stdout)
+    assert [r["DeviceIDs"] for r in requests] == [[gpu_uuid(0)]]
+    env = gw.direct("inspect", "-f", "{{json .Config.Env}}", name).stdout
+    assert f"NVIDIA_VISIBLE_DEVICES={gpu_uuid(0)}" in env
+    cid = gw.direct("inspect", "-f", "{{.Id}}", name).stdout.strip()
+    box.wait_until(lambda: json.loads((svc.gpu_state(cid) or {}).get("units") or "[]") == [gpu_uuid(0)], 5.0,
+                   what="GPU recorded")
+    with svc.db() as db:
+        assert db.execute("SELECT status FROM allocations ORDER BY id DESC LIMIT 1").fetchone()[0] == "claimed"
+    gw.docker("rm", "-f", name)
+
+
+def test_over_quota_is_refused_with_the_message_the_cli_prints(svc, gw, box, box_cleanup):
+    first, second = box_cleanup.unique("door-q1"), box_cleanup.unique("door-q2")
+    gw.docker("run", "-d", "--name", first, "--gpus", "1", IMAGE, "sleep", "600")
+    refused = gw.docker("run", "-d", "--name", second, "--gpus", "1", IMAGE, "sleep", "600", check=False)
+    assert refused.returncode == 125
+    assert refused.stderr.startswith("docker: Error response from daemon: ") and "quota" in refused.stderr
+    assert gw.direct("ps", "-aq", "--filter", f"name={second}").stdout.strip() == ""
+    gw.docker("rm", "-f", first)
+
+
+def test_a_second_users_create_waits_and_proceeds_when_the_first_releases(svc, gw, box, box_cleanup):
+    first, second = box_cleanup.unique("door-w1"), box_cleanup.unique("door-w2")
+    gw.docker("run", "-d", "--name", first, "--gpus", "1", IMAGE, "sleep", "600")
+    cursor = box.journal_cursor()
+    waiting = gw.popen_user("docker", "run", "-d", "--name", second, "--gpus", "1", IMAGE, "sleep", "600",
+                            uid=PEER_UID)
+    box.wait_until(lambda: any(e.get("DS01_ACTION") == "allocate-wait" for e in
+                               box.journal("DS01_ACTION=allocate-wait", since_cursor=cursor)), 20,
+                   what="gwpeer waiting in the queue")
+    assert waiting.poll() is None
+    gw.docker("rm", "-f", first)
+    out, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0, err
+    labels = labels_of(gw, second)
+    assert labels["ds01.user"] == "gwpeer"
+    gw.direct("rm", "-f", second)
+
+
+def test_a_caller_that_hangs_up_while_waiting_leaves_no_allocation(svc, gw, box, box_cleanup):
+    first = box_cleanup.unique("door-h1")
+    with svc.db() as db:
+        before = db.execute("SELECT coalesce(max(id), 0) FROM allocations").fetchone()[0]
+    gw.docker("run", "-d", "--name", first, "--gpus", "1", IMAGE, "sleep", "600")
+    cursor = box.journal_cursor()
+    waiting = gw.popen_user("docker", "run", "-d", "--name", box_cleanup.unique("door-h2"), "--gpus", "1",
+                            IMAGE, "sleep", "600", uid=PEER_UID)
+    box.wait_until(lambda: box.journal("DS01_ACTION=allocate-wait", since_cursor=cursor), 20, what="waiting")
+    box.run(["pkill", "-KILL", "-u", str(PEER_UID), "-x", "docker"])   # the CLI itself, inside the box
+    waiting.wait(10)
+    gw.docker("rm", "-f", first)       # the device frees: a grant to the one who left must come back at once
+
+    def pending() -> list[tuple[str, str]]:
+        with svc.db() as db:
+            return [tuple(r) for r in db.execute("SELECT user, status FROM allocations WHERE status='pending'")]
+    box.wait_until(lambda: pending() == [], 10, what="no allocation left pending")
+    with svc.db() as db:
+        ends = [tuple(r) for r in db.execute("SELECT user, status FROM allocations WHERE user='gwpeer' AND id > ?",
+                                             (before,))]
+    assert all(status in ("client gone", "freed") for _, status in ends), ends
+    assert gw.direct("ps", "-aq", "--filter", "label=ds01.user=gwpeer").stdout.strip() == ""
+
+
+# ---- other users' containers ------------------------------------------------------------------
+
+
+def test_another_users_container_is_out_of_reach(svc, gw, box, box_cleanup):
+    name = box_cleanup.unique("door-mine")
+    gw.docker("run", "-d", "--name", name, IMAGE, "sleep", "600")
+    src = Path(box.run_dir) / "gwpeer-home" / "f"
+    src.write_text("x")
+    for args in (["exec", name, "true"], ["stop", name], ["logs", name], ["cp", f"{name}:/etc/hostname", "/tmp/x"],
+                 ["cp", str(src), f"{name}:/tmp/f"], ["rm", "-f", name], ["kill", name], ["pause", name],
+                 ["rename", name, "taken"], ["update", "--cpus", "1", name], ["commit", name],
+                 ["run", "--rm", f"--volumes-from={name}", IMAGE, "true"],
+                 ["run", "--rm", f"--pid=container:{name}", IMAGE, "true"],
+                 ["container", "prune", "-f"]):
+        refused = gw.docker(*args, check=False, uid=PEER_UID)
+        assert refused.returncode != 0, args
+        assert "is not your container (it is gwuser's)" in refused.stderr or "prune" in refused.stderr, \
+            (args, refused.stderr)
+    assert gw.direct("inspect", "-f", "{{.State.Status}}", name).stdout.strip() == "running"
+    shown = gw.docker("ps", "--format", "{{.Names}}", uid=PEER_UID).stdout.split()
+    assert name in shown          # show_other_users: true
+
+
+def test_hidden_other_users_look_like_nothing_at_all(svc, gw, box, box_cleanup):
+    name = box_cleanup.unique("door-hidden")
+    gw.docker("run", "-d", "--name", name, IMAGE, "sleep", "600")
+    svc.write_config(CONFIG.replace("sampling_interval: 1s", "sampling_interval: 1s, show_other_users: false"))
+    os.utime(svc.config_path, (0, 1))   # the gateway reads it again on a new mtime; make sure it differs
+    try:
+        box.wait_until(lambda: name not in gw.docker("ps", "-a", "--format", "{{.Names}}", uid=PEER_UID).stdout,
+                       10, what="the listing filtered")
+        assert name in gw.docker("ps", "--format", "{{.Names}}").stdout.split()   # its owner still sees it
+        refused = gw.docker("exec", name, "true", check=False, uid=PEER_UID)
+        missing = gw.docker("exec", "no-such-container-at-all", "true", check=False, uid=PEER_UID)
+        assert refused.stderr.replace(name, "X") == missing.stderr.replace("no-such-container-at-all", "X")
+    finally:
+        svc.write_config(CONFIG)
+
+
+# ---- ds01d restarting ---------------------------------------------------------------------------
+
+
+def test_ds01d_killed_during_an_exec_session(svc, gw, box, box_cleanup):
+    name = box_cleanup.unique("door-exec")
+    gw.docker("run", "-d", "--name", name, IMAGE, "sleep", "600")
+    session = Output(gw.popen_user("python3", PTY_SESSION, "docker", "exec", "-it", name, "sh"))
+    session.send("echo before-$((1+1))\n")
+    session.wait_for(box, "before-2")
+    box.run(["systemctl", "kill", "-s", "KILL", "ds01d.service"])
+    created = gw.docker("run", "-d", "--name", box_cleanup.unique("door-during"), IMAGE, "sleep", "600",
+                        check=False, timeout=60)
+    assert created.returncode == 0, created.stderr          # waited for the restarted ds01d
+    session.send("echo after-$((2+2))\n")
+    session.wait_for(box, "after-4")
+    session.send("exit 4\n")
+    assert session.proc.wait(20) == 4
+
+
+def test_ds01d_stopped_refuses_creates_and_nothing_else(svc, gw, box, box_cleanup):
+    name = box_cleanup.unique("door-down")
+    gw.docker("run", "-d", "--name", name, IMAGE, "sleep", "600")
+    svc.stop()
+    try:
+        refused = gw.docker("run", "-d", IMAGE, "true", check=False, timeout=60)
+        assert refused.returncode == 125 and "ds01d is restarting or not running" in refused.stderr
+        assert name in gw.docker("ps", "--format", "{{.Names}}").stdout.split()
+        assert gw.docker("exec", name, "echo", "fine").stdout.strip() == "fine"
+    finally:
+        svc.start()
