@@ -153,6 +153,19 @@ def test_gpu_requests_run_on_the_allocated_device(svc, gw, box, box_cleanup, gpu
     gw.docker("rm", "-f", name)
 
 
+def test_ds01_run_claims_its_own_allocation_through_the_gateway(svc, gw, box, box_cleanup):
+    """`ds01 run` allocates first, then creates with that device: the gateway hands the same
+    allocation back (no second grant, which the quota would refuse) and the kind is ds01."""
+    name = box_cleanup.unique("door-ds01run")
+    gw.as_user(box.tool("ds01"), "run", "--gpus", "1", "-d", "--name", name, IMAGE, "sleep", "600", timeout=90)
+    assert_callers(box, svc, gw, name, "ds01")
+    requests = json.loads(gw.direct("inspect", "-f", "{{json .HostConfig.DeviceRequests}}", name).stdout)
+    assert [r["DeviceIDs"] for r in requests] == [[gpu_uuid(0)]]
+    with svc.db() as db:
+        assert db.execute("SELECT count(*) FROM allocations WHERE status='pending'").fetchone()[0] == 0
+    gw.docker("rm", "-f", name)
+
+
 def test_over_quota_is_refused_with_the_message_the_cli_prints(svc, gw, box, box_cleanup):
     first, second = box_cleanup.unique("door-q1"), box_cleanup.unique("door-q2")
     gw.docker("run", "-d", "--name", first, "--gpus", "1", IMAGE, "sleep", "600")
@@ -274,3 +287,23 @@ def test_ds01d_stopped_refuses_creates_and_nothing_else(svc, gw, box, box_cleanu
         assert gw.docker("exec", name, "echo", "fine").stdout.strip() == "fine"
     finally:
         svc.start()
+
+
+# ---- doctor -------------------------------------------------------------------------------------
+
+
+def test_doctor_reports_a_way_past_the_gateway(svc, gw, box):
+    def gateway_line() -> str:
+        out = box.run([box.tool("ds01d"), "doctor", "--config", str(svc.config_path)], check=False).stdout
+        return "\n".join(line for line in out.splitlines() if "gateway:" in line or "fix: chown" in line)
+    assert gateway_line() == "[ OK ] gateway: /run/docker.sock is the gateway; dockerd is on " \
+                             "/run/ds01-engine/docker.sock, root only"
+    box.run(["chmod", "0666", "/run/ds01-engine/docker.sock"])
+    try:
+        said = gateway_line()
+        assert said.startswith("[FAIL] gateway: dockerd's own socket is reachable past the gateway: "
+                               "/run/ds01-engine/docker.sock is mode 666 owned by uid 0")
+        assert "fix: chown root:root and chmod 0700 /run/ds01-engine, 0600 /run/ds01-engine/docker.sock" in said
+        assert gw.docker("-H", "unix:///run/ds01-engine/docker.sock", "ps", check=False).returncode != 0  # dir 0700
+    finally:
+        box.run(["chmod", "0600", "/run/ds01-engine/docker.sock"])

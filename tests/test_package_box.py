@@ -86,6 +86,33 @@ def test_packaged_service_starts_and_limits_a_users_slice(installed):
     assert "NVML did not start" in cpu_only[0]["DS01_REASON"] and "running CPU-only" in cpu_only[0]["DS01_REASON"]
 
 
+def test_packaged_gateway_enables_and_disables(installed):
+    """Shipped disabled; `ds01d gateway enable` puts it in front of dockerd (refusing to stop
+    running containers unless forced), an ordinary docker-group user's container is then
+    theirs in their slice whatever it claims, and both directions are idempotent."""
+    box, _ = installed
+    assert box.run(["systemctl", "is-enabled", "ds01-gateway.socket"], check=False).stdout.strip() == "disabled"
+    box.docker("run", "-d", "--name", "pkg-running", "busybox:local", "sleep", "600")
+    refused = box.run(["ds01d", "gateway", "enable"], check=False, timeout=120)
+    assert refused.returncode == 1 and "would stop 2 running containers" in refused.stderr   # with pkg-alice
+    box.docker("rm", "-f", "pkg-running", "pkg-alice", check=False)
+    assert box.run(["ds01d", "gateway", "enable"], timeout=180).stdout.startswith("ds01d gateway: enabled:")
+    assert box.run(["ds01d", "gateway", "enable"], timeout=180).stdout.startswith("ds01d gateway: already enabled:")
+    box.run(["useradd", "-m", "-u", "2801", "-G", "docker", "pkgbob"])
+    as_bob = ["setpriv", "--reuid=2801", "--regid=2801", "--init-groups", "docker"]
+    box.run([*as_bob, "run", "-d", "--name", "pkg-bob", "--label", "ds01.user=alice",
+             "--cgroup-parent=ds01-students-alice.slice", "busybox:local", "sleep", "600"], timeout=120)
+    shown = box.docker("inspect", "-f", "{{.HostConfig.CgroupParent}} {{index .Config.Labels \"ds01.user\"}}",
+                       "pkg-bob").stdout.split()
+    assert shown == ["ds01-students-pkgbob.slice", "pkgbob"]
+    assert box.run([*as_bob, "-H", "unix:///run/ds01-engine/docker.sock", "ps"], check=False).returncode != 0
+    box.docker("rm", "-f", "pkg-bob")
+    assert box.run(["ds01d", "gateway", "disable"], timeout=180).stdout.startswith("ds01d gateway: disabled:")
+    assert box.run(["ds01d", "gateway", "disable"], timeout=180).stdout.startswith("ds01d gateway: already disabled:")
+    assert not exists(box, "/etc/systemd/system/docker.socket.d/ds01-gateway.conf")
+    assert box.docker("ps", "-q").returncode == 0 and not exists(box, "/run/ds01-engine/docker.sock")
+
+
 def test_remove_keeps_config_and_state_and_purge_removes_them(installed):
     box, _ = installed
     box.run(["apt-get", "remove", "-y", "ds01d"], env=APT_ENV, timeout=300)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ds01d.config import Config, ConfigError
+from ds01d.host.engine_socket import ENGINE_SOCKET, STANDARD_SOCKET, engine_url
 
 FIX_DRIVER = ('add "exec-opts": ["native.cgroupdriver=systemd"] to /etc/docker/daemon.json, then '
               "`systemctl restart docker`")
@@ -132,11 +133,72 @@ def check_slices(containers: list[dict] | None, config: Config | None) -> Check:
     return Check("slices", True, f"{len(wanted)} user slices active for the owners of running containers")
 
 
+DOCKER_CONFIG = "/etc/docker/daemon.json"
+
+
+def check_gateway(engine: str = ENGINE_SOCKET, standard: str = STANDARD_SOCKET,
+                  docker_config: str = DOCKER_CONFIG) -> Check:
+    """Can a container be made without passing the gateway?  Where dockerd's own socket is
+    open to anyone but root, or dockerd listens anywhere else, or the gateway is not in
+    front at all, yes: and then the door's rules bind nobody who knows it."""
+    if engine_url({}, engine) is None:
+        return Check("gateway", False, f"not enabled: {standard} is dockerd's own, so every member of group docker "
+                     "makes containers outside ds01d's rules (any slice, any owner label, any GPU)",
+                     "`ds01d gateway enable` (restarts Docker once)")
+    loose = [f"{path} is mode {mode:o} owned by uid {uid}" for path, mode, uid in _modes(engine, os.path.dirname(engine))
+             if uid != 0 or mode & 0o077]
+    if loose:
+        return Check("gateway", False, f"dockerd's own socket is reachable past the gateway: {'; '.join(loose)}",
+                     f"chown root:root and chmod 0700 {os.path.dirname(engine)}, 0600 {engine} "
+                     "(`ds01d gateway enable` installs a docker.socket drop-in that does so)")
+    others = _other_listeners(docker_config)
+    if others:
+        return Check("gateway", False, f"dockerd also listens on {', '.join(others)}, past the gateway",
+                     f"remove them from \"hosts\" in {docker_config} (and -H from dockerd's command line)")
+    return Check("gateway", True, f"{standard} is the gateway; dockerd is on {engine}, root only")
+
+
+def _modes(*paths: str) -> list[tuple[str, int, int]]:
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        out.append((path, st.st_mode & 0o7777, st.st_uid))
+    return out
+
+
+def _other_listeners(docker_config: str) -> list[str]:
+    """dockerd's listeners besides systemd's socket: daemon.json's hosts, and -H on its command line."""
+    import json
+    try:
+        with open(docker_config, encoding="utf-8") as f:
+            hosts = json.load(f).get("hosts") or []
+    except (OSError, ValueError, AttributeError):
+        hosts = []
+    found = [h for h in hosts if isinstance(h, str) and h != "fd://"]
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = f.read().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if os.path.basename(argv[0]) != "dockerd":
+            continue
+        for i, arg in enumerate(argv):
+            value = argv[i + 1] if arg in ("-H", "--host") and i + 1 < len(argv) else \
+                arg.split("=", 1)[1] if arg.startswith(("-H=", "--host=")) else None
+            if value and value != "fd://":
+                found.append(value)
+    return sorted(set(found))
+
+
 def run_checks(config_path: str) -> list[Check]:
     config_check, config = check_config(config_path)
     docker_check, containers = check_docker()
     return [config_check, docker_check, check_cgroups(), check_systemd(), *check_nvml(),
-            check_slices(_containers_if(docker_check, containers), config)]
+            check_slices(_containers_if(docker_check, containers), config), check_gateway()]
 
 
 def report(checks: list[Check], color: bool, write: Callable[[str], None] = print) -> int:

@@ -14,9 +14,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ds01d.host.engine_socket import ENGINE_SOCKET
+from ds01d.host.engine_socket import ENGINE_SOCKET, STANDARD_SOCKET, engine_url
 
-STANDARD_SOCKET = "/run/docker.sock"
 ADMIN_UNITS = Path("/etc/systemd/system")
 DROPIN = Path("docker.socket.d") / "ds01-gateway.conf"
 GATEWAY_SOCKET_UNIT = "ds01-gateway.socket"
@@ -112,11 +111,21 @@ def disable(host: Host = Host(), force: bool = False) -> str:
     systemctl("stop", GATEWAY_SERVICE_UNIT)
     if not present:
         return f"ds01d gateway: already disabled: {STANDARD_SOCKET} is dockerd's own."
+    systemctl("stop", "docker.service", "docker.socket")   # on the engine socket still: RemoveOnStop removes it
     host.dropin.unlink()
     _remove_empty(host.dropin.parent)
+    _remove_stale_engine_socket()
     systemctl("daemon-reload")
-    restart_docker()
+    systemctl("start", "docker.socket", "docker.service")
     return f"ds01d gateway: disabled: Docker restarted on {STANDARD_SOCKET}, and the gateway is stopped."
+
+
+def _remove_stale_engine_socket() -> None:
+    """A socket file nobody listens on any more (left by a drop-in older than RemoveOnStop=)."""
+    path = Path(ENGINE_SOCKET)
+    if path.is_socket() and engine_url({}, ENGINE_SOCKET) is None:
+        path.unlink(missing_ok=True)
+    _remove_empty(path.parent)
 
 
 def _remove_empty(directory: Path) -> None:

@@ -12,6 +12,8 @@ import socket
 #: dockerd's own socket once the gateway stands on the standard one (`ds01d gateway enable`):
 #: root-only, and the one ds01d itself talks to then, so that it never waits on the gateway.
 ENGINE_SOCKET = "/run/ds01-engine/docker.sock"
+#: The socket Docker's clients use; the gateway's once it is enabled.
+STANDARD_SOCKET = "/run/docker.sock"
 
 
 def engine_url(environ: dict[str, str] | None = None, engine_socket: str = ENGINE_SOCKET) -> str | None:

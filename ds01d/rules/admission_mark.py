@@ -44,7 +44,7 @@ def admitted_owner(key: bytes, labels: Mapping[str, Any]) -> tuple[int, str] | N
     uid_text, user = labels.get("ds01.uid"), labels.get("ds01.user")
     if not isinstance(uid_text, str) or not isinstance(user, str):
         return None
-    if not (uid_text.isascii() and uid_text.isdigit() and len(uid_text) <= 10):
-        return None
+    if not (uid_text.isascii() and uid_text.isdigit() and len(uid_text) <= 10) or str(int(uid_text)) != uid_text:
+        return None   # only the gateway's own spelling of the uid
     uid = int(uid_text)
     return (uid, user) if verify(key, uid, user, labels.get(MARK_LABEL)) else None

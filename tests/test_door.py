@@ -1,0 +1,80 @@
+"""The gateway's rules about containers, pure: how a request names a container (as dockerd
+routes it), what a create body reaches into, whose a listed container is."""
+
+import pytest
+
+from ds01d.rules import door
+from ds01d.rules.admission_mark import admitted_owner, sign
+from ds01d.rules.owners import resolve_owner
+
+KEY = b"k" * 32
+
+
+@pytest.mark.parametrize("method,path,query,expected", [
+    ("GET", "/containers/json", "", door.ListContainers()),
+    ("POST", "/containers/create", "name=x", door.Create()),
+    ("POST", "/containers/prune", "", door.Prune()),
+    ("DELETE", "/containers/json", "", door.OnContainer("json", "")),       # a container named json
+    ("POST", "/containers/create/start", "", door.OnContainer("create", "/start")),
+    ("GET", "/containers/web/json", "", door.OnContainer("web", "/json")),
+    ("PUT", "/containers/web/archive", "path=/tmp", door.OnContainer("web", "/archive")),
+    ("POST", "/containers/web/attach/ws", "", door.OnContainer("web", "/attach/ws")),
+    ("DELETE", "/containers/web", "force=1", door.OnContainer("web", "")),
+    ("POST", "/exec/abc/start", "", door.OnExec("abc")),
+    ("GET", "/exec/abc/json", "", door.OnExec("abc")),
+    ("POST", "/commit", "container=web&repo=x", door.Commit("web")),
+    ("POST", "/commit", "repo=x", door.Elsewhere()),
+    ("POST", "/networks/n1/connect", "", door.NetworkConnect()),
+    ("GET", "/images/json", "", door.Elsewhere()),
+    ("GET", "/containers/", "", door.Elsewhere()),
+])
+def test_requests_are_routed_as_dockerd_routes_them(method, path, query, expected):
+    assert door.route(method, path, query) == expected
+
+
+def test_query_values_are_read_and_replaced_as_go_reads_them():
+    assert door.first_value("container=a&container=b", "container") == "a"      # r.Form.Get: the first
+    assert door.first_value("container=my+box", "container") == "my box"
+    replaced = door.with_value("container=a&repo=r&container=b", "container", "ID")
+    assert replaced == "container=ID&repo=r&container=ID"
+
+
+def test_a_create_reaching_into_other_containers_names_them():
+    body = {"HostConfig": {"VolumesFrom": ["data:ro", "other"], "NetworkMode": "container:net",
+                           "PidMode": "container:pids", "IpcMode": "shareable"}}
+    assert door.joined_containers(body) == ["data", "other", "net", "pids"]
+    assert door.joined_containers({"HostConfig": {"NetworkMode": "bridge"}}) == []
+
+
+def test_listing_owners_trust_only_a_verified_mark():
+    def admitted(labels):
+        found = admitted_owner(KEY, labels)
+        return found[1] if found else None
+
+    def inferred(shaped):
+        return resolve_owner(shaped).owner
+    marked = {"Labels": {"ds01.user": "alice", "ds01.uid": "2001", "ds01.admission": sign(KEY, 2001, "alice")}}
+    forged = {"Labels": {"ds01.user": "alice", "ds01.uid": "2001", "ds01.admission": sign(b"x" * 32, 2001, "alice")},
+              "Mounts": [{"Type": "bind", "Source": "/home/bob/data"}]}
+    old = {"Labels": {}, "Names": ["/job._.carol"]}
+    owners = [door.listed_owner(e, admitted, inferred) for e in (marked, forged, old, {"Labels": "junk"})]
+    assert owners == ["alice", "alice", "carol", None]   # a forged mark falls back to the label, as before the gateway
+    listing = [marked, old, "junk", {"Labels": None}]
+    assert door.own_entries(listing, "alice", lambda e: door.listed_owner(e, admitted, inferred)) == [marked]
+    assert door.own_entries({"message": "x"}, "alice", lambda e: None) == {"message": "x"}
+
+
+def test_a_compose_listing_is_scoped_to_its_project():
+    assert door.compose_scoped('filters={"label":["com.docker.compose.project=web"]}')
+    assert not door.compose_scoped('filters={"label":["app=web"]}') and not door.compose_scoped("")
+
+
+def test_a_verified_mark_decides_ownership_against_every_other_signal():
+    labels = {"ds01.user": "alice", "ds01.uid": "2001", "ds01.admission": sign(KEY, 2001, "alice"),
+              "ds01.container_type": "compose", "aime.mlc.USER": "bob"}
+    inspect = {"Config": {"Labels": labels}, "HostConfig": {"CgroupParent": "ds01-x-bob.slice"}}
+    got = resolve_owner(inspect, admitted=lambda l: (admitted_owner(KEY, l) or (0, None))[1])
+    assert (got.owner, got.signal, got.kind, got.flags) == ("alice", "gateway", "compose", ())
+    for uid in ("2002", "02001", "-1", "2001 ", "", "9" * 11, None):
+        bad = {**labels, "ds01.uid": uid} if uid is not None else {k: v for k, v in labels.items() if k != "ds01.uid"}
+        assert admitted_owner(KEY, bad) is None, uid
