@@ -26,6 +26,7 @@ KEY = b"k" * 32
     ("POST", "/commit", "repo=x", door.Elsewhere()),
     ("POST", "/networks/n1/connect", "", door.NetworkConnect()),
     ("GET", "/images/json", "", door.Elsewhere()),
+    ("POST", "/build", "t=x", door.Build()),
     ("GET", "/containers/", "", door.Elsewhere()),
 ])
 def test_requests_are_routed_as_dockerd_routes_them(method, path, query, expected):
@@ -37,6 +38,8 @@ def test_query_values_are_read_and_replaced_as_go_reads_them():
     assert door.first_value("container=my+box", "container") == "my box"
     replaced = door.with_value("container=a&repo=r&container=b", "container", "ID")
     assert replaced == "container=ID&repo=r&container=ID"
+    assert door.with_value("t=x", "cgroupparent", "s.slice", add=True) == "t=x&cgroupparent=s.slice"
+    assert door.with_value("cgroupparent=a&t=x", "cgroupparent", "s.slice", add=True) == "cgroupparent=s.slice&t=x"
 
 
 def test_a_create_reaching_into_other_containers_names_them():
@@ -78,3 +81,9 @@ def test_a_verified_mark_decides_ownership_against_every_other_signal():
     for uid in ("2002", "02001", "-1", "2001 ", "", "9" * 11, None):
         bad = {**labels, "ds01.uid": uid} if uid is not None else {k: v for k, v in labels.items() if k != "ds01.uid"}
         assert admitted_owner(KEY, bad) is None, uid
+
+
+def test_old_api_versions_are_compared_as_numbers():
+    assert door.api_before("1.23", 1, 24) and door.api_before("1.9", 1, 24)
+    assert not door.api_before("1.24", 1, 24) and not door.api_before("1.41", 1, 24)
+    assert not door.api_before(None, 1, 24)

@@ -134,6 +134,27 @@ def test_unreadable_create_bodies_are_refused_in_one_sentence(gw, box_cleanup):
         assert code == 400 and said in doc.get("message", repr(doc)) and "\n" not in doc["message"], doc
 
 
+def test_a_builds_run_steps_run_in_the_callers_slice(gw, box):
+    context = gw.home / "door-build"
+    context.mkdir(exist_ok=True)
+    (context / "Dockerfile").write_text(f"FROM {IMAGE}\nRUN cat /proc/self/cgroup\n")
+    os.chown(context, 2701, 2701)
+    out = gw.docker("build", "--no-cache", f"--cgroup-parent={PEER_SLICE}", str(context), timeout=120,
+                    DOCKER_BUILDKIT="0")
+    assert SLICE in out.stdout and PEER_SLICE not in out.stdout
+
+
+def test_host_settings_at_start_under_an_old_api_are_refused(gw, box_cleanup):
+    name = box_cleanup.unique("door-oldstart")
+    gw.docker("create", "--name", name, IMAGE, "sleep", "600")
+    body = json.dumps({"CgroupParent": PEER_SLICE})
+    request = (f"POST /v1.23/containers/{name}/start HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json"
+               f"\r\nConnection: close\r\nContent-Length: {len(body)}\r\n\r\n{body}")
+    out = gw.as_user("python3", RAW_HTTP, STANDARD, input=request).stdout
+    assert out.startswith("HTTP/1.1 400") and "give them when creating the container" in out
+    assert gw.direct("inspect", "-f", "{{.State.Status}}", name).stdout.strip() == "created"
+
+
 # ---- GPUs ----------------------------------------------------------------------------------
 
 
@@ -239,6 +260,8 @@ def test_another_users_container_is_out_of_reach(svc, gw, box, box_cleanup):
     assert gw.direct("inspect", "-f", "{{.State.Status}}", name).stdout.strip() == "running"
     shown = gw.docker("ps", "--format", "{{.Names}}", uid=PEER_UID).stdout.split()
     assert name in shown          # show_other_users: true
+    stats = gw.docker("stats", "--no-stream", "--format", "{{.Name}}", name, uid=PEER_UID).stdout.split()
+    assert stats == [name]        # numbers only: readable where others are shown
 
 
 def test_hidden_other_users_look_like_nothing_at_all(svc, gw, box, box_cleanup):

@@ -41,7 +41,7 @@ class DaemonState(Protocol):
     def limits_for(self, owner: str | None) -> EffectiveLimits: ...
     def host(self) -> Host: ...
     def reload(self) -> ReloadOutcome: ...
-    def admission(self, uid: int) -> Answer: ...
+    def admission(self, uid: int, build: bool = False) -> Answer: ...
 
 
 class AdminActions:
@@ -155,7 +155,7 @@ class AdminActions:
         """For the gateway only (root: it vouches for the uid it read from the kernel)."""
         if caller.uid != 0:
             return 403, {"error": "only the Docker gateway (root) asks for admissions"}
-        return self.daemon.admission(args.uid)
+        return self.daemon.admission(args.uid, args.build)
 
 
 def whose(rec: ContainerRecord) -> str:

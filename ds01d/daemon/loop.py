@@ -596,7 +596,7 @@ class Daemon:
         found = admitted_owner(self.admission_key, labels)
         return found[1] if found else None
 
-    def admission(self, uid: int) -> tuple[int, dict[str, Any]]:
+    def admission(self, uid: int, build: bool = False) -> tuple[int, dict[str, Any]]:
         """What a container the caller `uid` creates through the gateway gets: unrestricted for
         root and admins; else their slice (made now, with its limits, before the create goes on),
         and the mark that proves the owner labels are the gateway's.  Refused for accounts that
@@ -613,7 +613,7 @@ class Daemon:
         limits = self.limits_for(user)
         running = sum(1 for r in self.store.containers_of(user) if r.status == "running")
         limit = limits["max_containers"]
-        if limit is not None and running >= limit:
+        if limit is not None and running >= limit and not build:
             return 409, {"error": max_containers_reason(user, running, limit)}
         if not self.slice_keeper.ensure(limits):
             return 503, {"error": f"ds01d could not prepare {limits.slice} just now; try again in a moment"}

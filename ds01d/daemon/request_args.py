@@ -63,9 +63,11 @@ class UsageArgs:
 
 @dataclass(frozen=True)
 class AdmitArgs:
-    """`POST /v1/admit`: the gateway (root) asks what a caller's new container gets."""
+    """`POST /v1/admit`: the gateway (root) asks what a caller's new container gets (`build`:
+    a build's containers, which need the slice but are not counted as the caller's containers)."""
 
     uid: int
+    build: bool = False
 
 
 @dataclass(frozen=True)
@@ -136,7 +138,7 @@ _ACTIONS: dict[str, tuple[type, dict[str, tuple[Callable[[Any], Any], bool]]]] =
     "extend": (ExtendArgs, {"container": (container_ref, True),
                             "seconds": (whole_number("seconds", 1, MAX_EXTEND_S), True)}),
     "reload": (ReloadArgs, {}),
-    "admit": (AdmitArgs, {"uid": (whole_number("uid", 0, 2**32 - 2), True)}),
+    "admit": (AdmitArgs, {"uid": (whole_number("uid", 0, 2**32 - 2), True), "build": (flag("build"), False)}),
     "free": (FreeArgs, {"id": (whole_number("id", 1, 2**62), True)}),
     "usage": (UsageArgs, {"since_s": (whole_number("since_s", 0, MAX_USAGE_S), False)}),
 }

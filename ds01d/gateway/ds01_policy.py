@@ -136,6 +136,8 @@ class Ds01Policy:
                                "remove yours by name (docker rm NAME), or ask an admin")
         if isinstance(route, door.ListContainers):
             return self.listing(caller, head)
+        if isinstance(route, door.Build):
+            return await self.build(caller, head)
         return Forward()
 
     # ---- containers that exist ---------------------------------------------------------
@@ -153,9 +155,10 @@ class Ds01Policy:
         labels = (inspect.get("Config") or {}).get("Labels") or {}
         return self.settings.admitted(labels) or resolve_owner(inspect, system_user=is_system_user).owner
 
-    async def own(self, caller: Caller, ref: str) -> str | Refuse:
+    async def own(self, caller: Caller, ref: str, readable: bool = False) -> str | Refuse:
         """The full id of the caller's container `ref`, or the refusal (404 like dockerd's where
-        other users' containers are not to be seen, else 403 that says whose it is)."""
+        other users' containers are not to be seen, else 403 that says whose it is).
+        `readable`: another user's container passes where other users are shown (stats)."""
         inspect = await self.inspect("containers", ref)
         if inspect is None:
             return Refuse(404, f"No such container: {ref}")
@@ -164,12 +167,18 @@ class Ds01Policy:
             return str(inspect["Id"])
         if not self.settings.daemon.show_other_users:
             return Refuse(404, f"No such container: {ref}")
+        if readable:
+            return str(inspect["Id"])
         name = (inspect.get("Name") or "").lstrip("/") or ref
         whose = f"it is {owner}'s" if owner else "ds01d knows no owner of it"
         return Refuse(403, f"{name} is not your container ({whose}); only its owner and admins may use it")
 
     async def on_container(self, caller: Caller, head: RequestHead, route: door.OnContainer) -> Verdict:
-        found = await self.own(caller, route.ref)
+        if route.rest == "/start" and door.api_before(head.api_version, 1, 24) and _has_body(head):
+            return Refuse(400, "host settings at start (API versions before 1.24) do not pass the gateway; "
+                               "give them when creating the container")
+        readable = head.method == "GET" and route.rest == "/stats"   # numbers only: what docker stats shows
+        found = await self.own(caller, route.ref, readable)
         if isinstance(found, Refuse):
             return found
         return Forward(target=_target(head, f"/containers/{found}{route.rest}", head.query))
@@ -217,6 +226,20 @@ class Ds01Policy:
         return Forward(filter_response=only_own)
 
     # ---- creates -------------------------------------------------------------------------
+
+    async def build(self, caller: Caller, head: RequestHead) -> Verdict:
+        """A build's RUN containers go to the caller's slice too (the classic builder places
+        them by `cgroupparent`; a build is no way around the slice's limits)."""
+        try:
+            admitted = await self.daemon.ask("admit", {"uid": caller.uid, "build": True})
+        except DaemonDown:
+            return Refuse(503, RESTARTING)
+        if admitted.status != 200 or not isinstance(admitted.doc, dict):
+            return Refuse(admitted.status if admitted.status >= 400 else 502, _error(admitted.doc))
+        if admitted.doc.get("admin"):
+            return Forward()
+        return Forward(target=_target(head, head.path, door.with_value(head.query, "cgroupparent",
+                                                                       admitted.doc["slice"], add=True)))
 
     async def create(self, caller: Caller, raw: bytes) -> Verdict:
         try:
@@ -266,6 +289,13 @@ class Ds01Policy:
             if status != 201:
                 await self.daemon.free(allocation_id)
         return answered
+
+
+def _has_body(head: RequestHead) -> bool:
+    for name, value in head.headers:
+        if name == "transfer-encoding" or (name == "content-length" and value.strip() not in ("", "0")):
+            return True
+    return False
 
 
 def _error(doc: Any) -> str:

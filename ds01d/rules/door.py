@@ -64,11 +64,16 @@ class NetworkConnect:
 
 
 @dataclass(frozen=True)
+class Build:
+    """`POST /build`: its RUN steps run in containers, placed by the `cgroupparent` parameter."""
+
+
+@dataclass(frozen=True)
 class Elsewhere:
     """Anything else: no container of anyone's is named in the path."""
 
 
-Route = Create | ListContainers | Prune | OnContainer | OnExec | Commit | NetworkConnect | Elsewhere
+Route = Create | ListContainers | Prune | OnContainer | OnExec | Commit | NetworkConnect | Build | Elsewhere
 
 
 def route(method: str, path: str, query: str) -> Route:
@@ -88,7 +93,17 @@ def route(method: str, path: str, query: str) -> Route:
         return Commit(ref) if ref else Elsewhere()
     if len(parts) == 3 and parts[0] == "networks" and parts[2] == "connect" and method == "POST":
         return NetworkConnect()
+    if parts == ["build"] and method == "POST":
+        return Build()
     return Elsewhere()
+
+
+def api_before(version: str | None, major: int, minor: int) -> bool:
+    """Whether a request's API version (`1.23`; None: the engine's current) is older than major.minor."""
+    if version is None:
+        return False
+    got = tuple(int(part) for part in version.split("."))
+    return got < (major, minor)
 
 
 def first_value(query: str, name: str) -> str | None:
@@ -99,9 +114,12 @@ def first_value(query: str, name: str) -> str | None:
     return None
 
 
-def with_value(query: str, name: str, value: str) -> str:
-    """The query with every value of `name` replaced by `value` (so none other can be read)."""
+def with_value(query: str, name: str, value: str, add: bool = False) -> str:
+    """The query with every value of `name` replaced by `value` (so none other can be read);
+    `add`: and with `name=value` added where the query had none."""
     pairs = [(k, value if k == name else v) for k, v in parse_qsl(query, keep_blank_values=True)]
+    if add and not any(k == name for k, _ in pairs):
+        pairs.append((name, value))
     return urlencode(pairs)
 
 
