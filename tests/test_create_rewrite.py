@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ds01d.rules.create_rewrite import Admission, gpus_wanted, requested_gpus, rewrite
+from ds01d.rules.create_rewrite import Admission, NotAllowed, gpus_wanted, requested_gpus, rewrite
 from ds01d.rules.engine_json import UnreadableBody, canonical
 
 ALICE = Admission("alice", 2001, "ds01-students-alice.slice", "docker", "mark", ())
@@ -55,12 +55,33 @@ def test_any_gpu_form_becomes_exactly_the_allocated_units():
                            {"Driver": "cdi", "DeviceIDs": ["nvidia.com/gpu=0"]},
                            {"Driver": "other", "Capabilities": [["fpga"]]}],
         "Devices": [{"PathOnHost": "/dev/nvidia0"}, {"PathOnHost": "/dev/nvidia-caps/nvidia-cap1"},
-                    {"PathOnHost": "/dev/fuse"}]}}, ALICE_GPU)
+                    {"PathOnHost": "/dev/./nvidiactl"}]}}, ALICE_GPU)
     assert out["HostConfig"]["DeviceRequests"] == [
         {"Driver": "other", "Capabilities": [["fpga"]]},
         {"Driver": "nvidia", "Count": 0, "DeviceIDs": ["MIG-a"], "Capabilities": [["gpu"]]}]
-    assert out["HostConfig"]["Devices"] == [{"PathOnHost": "/dev/fuse"}]
+    assert out["HostConfig"]["Devices"] == []
     assert out["Env"] == ["NVIDIA_VISIBLE_DEVICES=MIG-a"]
+
+
+@pytest.mark.parametrize("host", [
+    {"Devices": [{"PathOnHost": "/dev/fuse"}]},
+    {"Devices": [{"PathOnHost": "/dev/char/195:0"}]},          # nvidia0 by its numbers
+    {"Devices": [{"PathOnHost": "/dev/../dev/sda"}]},
+    {"DeviceCgroupRules": ["c 195:* rwm"]},
+])
+def test_other_devices_and_cgroup_rules_need_an_admin(host):
+    with pytest.raises(NotAllowed, match="needs? an admin"):
+        rewrite({"HostConfig": host}, ALICE)
+
+
+def test_a_driverless_request_the_nvidia_driver_matches_is_a_gpu_request():
+    """dockerd sends `[["compute", "utility"]]` (and even `[[]]`) without a driver to nvidia."""
+    for caps in ([["compute", "utility"]], [[]]):
+        body = {"HostConfig": {"DeviceRequests": [{"Count": -1, "Capabilities": caps}]}}
+        assert requested_gpus(body).all_gpus
+        assert rewrite(body, ALICE_GPU)["HostConfig"]["DeviceRequests"] == [
+            {"Driver": "nvidia", "Count": 0, "DeviceIDs": ["MIG-a"], "Capabilities": [["gpu"]]}]
+    assert not requested_gpus({"HostConfig": {"DeviceRequests": [{"Count": 1, "Capabilities": [["fpga"]]}]}}).wants_gpu
 
 
 @pytest.mark.parametrize("raw", [
@@ -93,7 +114,7 @@ def test_any_body_is_forwarded_with_alices_identity_or_refused(raw):
         body = canonical(json.dumps(raw).encode())
         requested_gpus(body)
         out = rewrite(body, ALICE)
-    except UnreadableBody as exc:
+    except (UnreadableBody, NotAllowed) as exc:
         assert str(exc) and "\n" not in str(exc)
         return
     assert out["HostConfig"]["CgroupParent"] == ALICE.slice and out["Labels"]["ds01.user"] == "alice"

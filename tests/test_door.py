@@ -25,6 +25,14 @@ KEY = b"k" * 32
     ("POST", "/commit", "container=web&repo=x", door.Commit("web")),
     ("POST", "/commit", "repo=x", door.Elsewhere()),
     ("POST", "/networks/n1/connect", "", door.NetworkConnect()),
+    ("POST", "/networks/x/y/connect", "", door.NetworkConnect()),          # dockerd's {id:.*}
+    ("POST", "/networks/bridge/disconnect", "", door.NetworkConnect()),
+    ("POST", "/containers/F/v/kill", "", door.Unrouted(door.route("POST", "/containers/F/v/kill", "").why)),
+    ("DELETE", "/containers/F/v", "", door.Unrouted(door.route("DELETE", "/containers/F/v", "").why)),
+    ("POST", "/swarm/init", "", door.Unrouted("swarm change the whole engine; ask an admin")),
+    ("GET", "/services", "", door.Elsewhere()),
+    ("POST", "/volumes/prune", "", door.Unrouted(
+        "pruning volumes removes other users' volumes; ask an admin")),
     ("GET", "/images/json", "", door.Elsewhere()),
     ("POST", "/build", "t=x", door.Build()),
     ("GET", "/containers/", "", door.Elsewhere()),
@@ -44,8 +52,8 @@ def test_query_values_are_read_and_replaced_as_go_reads_them():
 
 def test_a_create_reaching_into_other_containers_names_them():
     body = {"HostConfig": {"VolumesFrom": ["data:ro", "other"], "NetworkMode": "container:net",
-                           "PidMode": "container:pids", "IpcMode": "shareable"}}
-    assert door.joined_containers(body) == ["data", "other", "net", "pids"]
+                           "PidMode": "container:pids", "IpcMode": "shareable", "Links": ["/db:/me/db", "cache"]}}
+    assert door.joined_containers(body) == ["data", "other", "db", "cache", "net", "pids"]
     assert door.joined_containers({"HostConfig": {"NetworkMode": "bridge"}}) == []
 
 
@@ -87,3 +95,27 @@ def test_old_api_versions_are_compared_as_numbers():
     assert door.api_before("1.23", 1, 24) and door.api_before("1.9", 1, 24)
     assert not door.api_before("1.24", 1, 24) and not door.api_before("1.41", 1, 24)
     assert not door.api_before(None, 1, 24)
+
+
+def test_link_names_are_not_routed():
+    assert "legacy links" in door.route("GET", "/containers/F/v/json", "").why
+
+
+def test_a_prune_is_narrowed_to_the_callers_own():
+    import json
+    from urllib.parse import parse_qsl
+    for query, labels in (("", ["ds01.uid=7"]), ('filters={"label":["a=b"]}', ["a=b", "ds01.uid=7"]),
+                          ('filters={"label":{"a=b":true},"until":["1h"]}', {"a=b": True, "ds01.uid=7": True})):
+        got = json.loads(dict(parse_qsl(door.with_owner_filter(query, 7)))["filters"])
+        assert got["label"] == labels
+    with pytest.raises(ValueError):
+        door.with_owner_filter("filters=[1]", 7)
+
+
+def test_joined_containers_are_named_by_the_id_they_were_checked_as():
+    body = {"Image": "x", "HostConfig": {"VolumesFrom": ["data:ro"], "Links": ["/db:alias"],
+                                         "NetworkMode": "container:net", "PidMode": "host"}}
+    out = door.joined_by_id(body, {"data": "ID1", "db": "ID2", "net": "ID3"})
+    assert out["HostConfig"] == {"VolumesFrom": ["ID1:ro"], "Links": ["ID2:alias"], "NetworkMode": "container:ID3",
+                                 "PidMode": "host"}
+    assert body["HostConfig"]["VolumesFrom"] == ["data:ro"]          # the input is not changed

@@ -187,6 +187,17 @@ def test_ds01_run_claims_its_own_allocation_through_the_gateway(svc, gw, box, bo
     gw.docker("rm", "-f", name)
 
 
+def test_a_driverless_compute_request_is_a_gpu_request(svc, gw, box_cleanup):
+    """dockerd gives `[["compute", "utility"]]` without a driver to nvidia: allocated like --gpus."""
+    name = box_cleanup.unique("door-caps")
+    code, _ = raw_create(gw, name, {"Image": IMAGE, "Cmd": ["sleep", "600"], "HostConfig": {
+        "DeviceRequests": [{"Count": -1, "Capabilities": [["compute", "utility"]]}]}})
+    assert code == 201
+    requests = json.loads(gw.direct("inspect", "-f", "{{json .HostConfig.DeviceRequests}}", name).stdout)
+    assert [r["DeviceIDs"] for r in requests] == [[gpu_uuid(0)]]
+    gw.docker("rm", "-f", name)
+
+
 def test_over_quota_is_refused_with_the_message_the_cli_prints(svc, gw, box, box_cleanup):
     first, second = box_cleanup.unique("door-q1"), box_cleanup.unique("door-q2")
     gw.docker("run", "-d", "--name", first, "--gpus", "1", IMAGE, "sleep", "600")
@@ -252,16 +263,43 @@ def test_another_users_container_is_out_of_reach(svc, gw, box, box_cleanup):
                  ["rename", name, "taken"], ["update", "--cpus", "1", name], ["commit", name],
                  ["run", "--rm", f"--volumes-from={name}", IMAGE, "true"],
                  ["run", "--rm", f"--pid=container:{name}", IMAGE, "true"],
-                 ["container", "prune", "-f"]):
+                 ["run", "--rm", f"--link={name}:spy", IMAGE, "env"],
+                 ["network", "disconnect", "-f", "bridge", name]):
         refused = gw.docker(*args, check=False, uid=PEER_UID)
         assert refused.returncode != 0, args
-        assert "is not your container (it is gwuser's)" in refused.stderr or "prune" in refused.stderr, \
-            (args, refused.stderr)
+        assert "is not your container (it is gwuser's)" in refused.stderr, (args, refused.stderr)
     assert gw.direct("inspect", "-f", "{{.State.Status}}", name).stdout.strip() == "running"
+    link_path = gw.as_user("python3", RAW_HTTP, STANDARD, uid=PEER_UID, input=(
+        f"POST /v1.41/containers/{name}/alias/kill HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n")).stdout
+    assert link_path.startswith("HTTP/1.1 403") and "legacy links" in link_path
     shown = gw.docker("ps", "--format", "{{.Names}}", uid=PEER_UID).stdout.split()
     assert name in shown          # show_other_users: true
     stats = gw.docker("stats", "--no-stream", "--format", "{{.Name}}", name, uid=PEER_UID).stdout.split()
     assert stats == [name]        # numbers only: readable where others are shown
+
+
+def test_a_prune_removes_only_the_callers_own(gw, box_cleanup):
+    mine, theirs = box_cleanup.unique("door-prune-peer"), box_cleanup.unique("door-prune-user")
+    gw.docker("create", "--name", mine, IMAGE, "true", uid=PEER_UID)
+    gw.docker("create", "--name", theirs, IMAGE, "true")
+    gw.docker("container", "prune", "-f", uid=PEER_UID)
+    left = gw.direct("ps", "-a", "--format", "{{.Names}}").stdout.split()
+    assert theirs in left and mine not in left
+
+
+@pytest.mark.parametrize("args,said", [
+    (["--device", "/dev/fuse"], "the device /dev/fuse needs an admin"),
+    (["--device", "/dev/../dev/null:/dev/x"], "the device /dev/null needs an admin"),
+    (["--device-cgroup-rule", "c 195:* rwm"], "device cgroup rules (--device-cgroup-rule) need an admin"),
+])
+def test_devices_other_than_gpus_need_an_admin(gw, args, said):
+    refused = gw.docker("run", "--rm", *args, IMAGE, "true", check=False)
+    assert refused.returncode == 125 and said in refused.stderr
+
+
+def test_engine_wide_changes_need_an_admin(gw):
+    refused = gw.docker("swarm", "init", check=False)
+    assert refused.returncode != 0 and "swarm change the whole engine; ask an admin" in refused.stderr
 
 
 def test_hidden_other_users_look_like_nothing_at_all(svc, gw, box, box_cleanup):

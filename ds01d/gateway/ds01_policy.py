@@ -34,13 +34,21 @@ from ds01d.host.admission_key import load as load_key
 from ds01d.host.unix_groups import is_admin, is_system_user
 from ds01d.rules import door
 from ds01d.rules.admission_mark import admitted_owner
-from ds01d.rules.create_rewrite import Admission, gpus_wanted, requested_gpus, rewrite
+from ds01d.rules.create_rewrite import Admission, NotAllowed, allowed_devices, gpus_wanted, requested_gpus, rewrite
 from ds01d.rules.engine_json import NETWORK_CONNECT, UnreadableBody, canonical, canonical_fields, encode
 from ds01d.rules.owners import container_kind, resolve_owner
 from ds01d.gateway.replies import engine_down
 
 RESTARTING = ("ds01d is restarting or not running, so new containers cannot be admitted just now; "
               "try again in a minute, and tell an admin if it lasts")
+
+
+class EngineSaid(Exception):
+    """The engine refused a lookup the gateway made (an ambiguous id prefix): passed on as it said."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 @dataclass(frozen=True)
@@ -111,11 +119,15 @@ class Ds01Policy:
         if admin:
             return Forward()
         caller = Caller(name, peer.uid, False)
+        if ";" in head.query:   # Go before 1.17 split queries at ';' too: never let two readers disagree
+            return Refuse(400, "a ';' in the query is ambiguous; separate parameters with '&'")
         route = door.route(head.method, head.path, head.query)
         try:
             return await self._judge(caller, head, route, body or b"")
         except Unreachable as exc:
             return Refuse(503, engine_down(str(exc)))
+        except EngineSaid as exc:
+            return Refuse(exc.status, exc.message)
 
     async def _judge(self, caller: Caller, head: RequestHead, route: door.Route, body: bytes) -> Verdict:
         if isinstance(route, door.Create):
@@ -129,24 +141,31 @@ class Ds01Policy:
             if isinstance(found, Refuse):
                 return found
             return Forward(target=_target(head, head.path, door.with_value(head.query, "container", found)))
-        if isinstance(route, door.NetworkConnect):
-            return await self.network_connect(caller, body)
         if isinstance(route, door.Prune):
-            return Refuse(403, "docker container prune would remove other users' stopped containers too; "
-                               "remove yours by name (docker rm NAME), or ask an admin")
+            try:
+                return Forward(target=_target(head, head.path, door.with_owner_filter(head.query, caller.uid)))
+            except ValueError as exc:
+                return Refuse(400, f"invalid filters: {exc}")
+        if isinstance(route, door.Unrouted):
+            return Refuse(403, route.why)
         if isinstance(route, door.ListContainers):
             return self.listing(caller, head)
         if isinstance(route, door.Build):
             return await self.build(caller, head)
+        if isinstance(route, door.NetworkConnect):
+            return await self.network_connect(caller, body)
         return Forward()
 
     # ---- containers that exist ---------------------------------------------------------
 
     async def inspect(self, what: str, ref: str) -> Any | None:
-        """The engine's inspect of a container or exec, or None where it has none by that name."""
+        """The engine's inspect of a container or exec, or None where it has none by that name;
+        the engine's own refusal (an ambiguous id prefix) is raised as EngineSaid."""
         answer = await call(self.engine_path, "GET", f"/{what}/{quote(ref, safe='')}/json", timeout=30)
         if answer.status == 404:
             return None
+        if 400 <= answer.status < 500 and isinstance(answer.doc, dict) and isinstance(answer.doc.get("message"), str):
+            raise EngineSaid(answer.status, answer.doc["message"])
         if answer.status != 200 or not isinstance(answer.doc, dict):
             raise Unreachable(f"inspecting {ref[:64]!r} answered {answer.status}")
         return answer.doc
@@ -193,6 +212,7 @@ class Ds01Policy:
         return Forward()
 
     async def network_connect(self, caller: Caller, body: bytes) -> Verdict:
+        """Connect or disconnect: only the caller's own container, sent on by its id."""
         try:
             fields = canonical_fields(body, NETWORK_CONNECT)
         except UnreadableBody as exc:
@@ -229,7 +249,14 @@ class Ds01Policy:
 
     async def build(self, caller: Caller, head: RequestHead) -> Verdict:
         """A build's RUN containers go to the caller's slice too (the classic builder places
-        them by `cgroupparent`; a build is no way around the slice's limits)."""
+        them by `cgroupparent`; a build is no way around the slice's limits).  Its parameters
+        are read from the query only: a form body could override them (Go's FormValue)."""
+        content_type = dict(head.headers).get("content-type", "").split(";")[0].strip().lower()
+        if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            return Refuse(400, "build parameters go in the query; a form body is not accepted through the gateway")
+        network = door.first_value(head.query, "networkmode") or ""
+        if network.startswith("container:"):
+            return Refuse(403, "a build may not join a container's network (--network container:...)")
         try:
             admitted = await self.daemon.ask("admit", {"uid": caller.uid, "build": True})
         except DaemonDown:
@@ -245,12 +272,18 @@ class Ds01Policy:
         try:
             body = canonical(raw)
             gpus = requested_gpus(body)
+            allowed_devices(body["HostConfig"])     # refused before any wait for a GPU
         except UnreadableBody as exc:
             return Refuse(400, f"the gateway cannot read this container's configuration: {exc}")
+        except NotAllowed as exc:
+            return Refuse(403, str(exc))
+        ids: dict[str, str] = {}
         for ref in door.joined_containers(body):
             found = await self.own(caller, ref)
             if isinstance(found, Refuse):
                 return found
+            ids[ref] = found
+        body = door.joined_by_id(body, ids)   # no rename while this create waits can change what it joins
         try:
             admitted = await self.daemon.admit(caller.uid)
         except DaemonDown:
@@ -279,7 +312,12 @@ class Ds01Policy:
             else container_kind(labels)[0]
         admission = Admission(admitted["user"], caller.uid, admitted["slice"], kind, admitted["mark"],
                               tuple(u["uuid"] for u in grant.get("units") or ()))
-        new_body = encode(rewrite(body, admission))
+        try:
+            new_body = encode(rewrite(body, admission))
+        except NotAllowed as exc:
+            if grant and not grant.get("reused"):
+                await self.daemon.free(int(grant["id"]))
+            return Refuse(403, str(exc))
         if not grant or grant.get("reused"):
             return Forward(body=new_body)
         return Forward(body=new_body, answered=self._free_unless_created(int(grant["id"])))
@@ -292,8 +330,12 @@ class Ds01Policy:
 
 
 def _has_body(head: RequestHead) -> bool:
+    """Whether dockerd reads a start body as host settings: chunked, or more than 7 bytes
+    (smaller ones, like the `{}` old clients send, it ignores)."""
     for name, value in head.headers:
-        if name == "transfer-encoding" or (name == "content-length" and value.strip() not in ("", "0")):
+        if name == "transfer-encoding":
+            return True
+        if name == "content-length" and not (value.strip().isdigit() and int(value) <= 7):
             return True
     return False
 

@@ -42,6 +42,9 @@ CONNECT_TIMEOUT = 10.0
 #: connection (as Go's server does), and for how long; beyond, the connection is closed.
 MAX_SKIPPED = 1024 * 1024
 SKIP_TIMEOUT = 5.0
+#: After refusing a request whose body still streams in, what is read and dropped (and for
+#: how long) so that the client reads the answer before the connection closes.
+MAX_LINGER = 64 * 1024 * 1024
 #: The largest response a policy's filter is given; beyond, 502 (a filter is never bypassed).
 MAX_FILTERED_BODY = 64 * 1024 * 1024
 _NO_BODY_STATUS = (204, 304)
@@ -197,7 +200,18 @@ class Exchange:
     # ---- answering ourselves -----------------------------------------------
 
     async def refuse(self, verdict: Refuse) -> bool:
-        """Answer with an error; keep the connection when the request's body could be skipped."""
+        """Answer with an error; keep the connection when the request's body could be skipped.
+        A body still streaming in (`docker cp` into a container) is answered first, then read
+        and dropped (bounded); past the bound our side is half-closed and the rest dropped a
+        while longer, as Go's server does: a client busy writing would otherwise get a broken
+        pipe instead of the sentence."""
+        conn = self.client.conn
+        if conn.their_state is h11.SEND_BODY and not conn.they_are_waiting_for_100_continue:
+            await self.reply(verdict.status, verdict.message)
+            if await self.skip_body():
+                return conn.our_state is h11.DONE
+            await self.client.linger(MAX_LINGER, SKIP_TIMEOUT)
+            return False
         complete = await self.skip_body()
         await self.reply(verdict.status, verdict.message, close=not complete)
         return complete and self.client.conn.our_state is h11.DONE

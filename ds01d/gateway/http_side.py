@@ -120,6 +120,25 @@ class HttpSide:
         while not self.gone():
             await asyncio.sleep(HANGUP_POLL)
 
+    async def linger(self, max_bytes: int, timeout: float) -> None:
+        """Half-close our side, then read and drop what the peer still sends (bounded), so
+        that it reads our last answer before the connection ends under it."""
+        try:
+            if self.writer.can_write_eof():
+                self.writer.write_eof()
+            dropped = len(self.conn.trailing_data[0])
+            deadline = asyncio.get_running_loop().time() + timeout
+            while dropped <= max_bytes:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    return
+                data = await asyncio.wait_for(self.reader.read(CHUNK), left)
+                if not data:
+                    return
+                dropped += len(data)
+        except (OSError, RuntimeError, asyncio.TimeoutError):
+            return
+
     def close(self) -> None:
         transport = self.writer.transport
         if not transport.is_closing():

@@ -14,6 +14,7 @@ past the allocator.
 from __future__ import annotations
 
 import copy
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -23,7 +24,13 @@ from ds01d.rules.gpu_request import GpuRequest, gpu_request, is_gpu_device_reque
 
 OWN_LABEL_PREFIX = "ds01."
 VISIBLE = "NVIDIA_VISIBLE_DEVICES"
-_GPU_NODE = re.compile(r"^/dev/nvidia(\d+|-caps(/.*)?)$")
+#: NVIDIA's device nodes (GPUs, control, UVM, MIG caps): the runtime adds what the allocated
+#: devices need; a mapping of one by the client is dropped.
+_GPU_NODE = re.compile(r"^/dev/nvidia.*$")
+
+
+class NotAllowed(ValueError):
+    """A create the gateway refuses for a non-admin; str(exc) is the one sentence."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +93,21 @@ def gpus_wanted(request: GpuRequest) -> int:
     return max(request.count, len(request.device_ids), 1)
 
 
+def allowed_devices(host: Mapping[str, Any]) -> list[Any]:
+    """The device mappings a non-admin's container keeps: none.  GPU nodes are dropped (the
+    allocated devices come through the device request); any other device, under any path
+    spelling, and device cgroup rules are refused: a device node is a door to the host."""
+    if host.get("DeviceCgroupRules"):
+        raise NotAllowed("device cgroup rules (--device-cgroup-rule) need an admin; ask one to create this "
+                         "container or to allow the device")
+    for device in host.get("Devices") or []:
+        path = posixpath.normpath(str(device.get("PathOnHost") or "/")) if isinstance(device, Mapping) else "?"
+        if not _GPU_NODE.match(path):
+            raise NotAllowed(f"the device {path} needs an admin; GPUs come with --gpus, and other devices are "
+                             "not given to containers here")
+    return []
+
+
 def rewrite(body: Mapping[str, Any], admission: Admission) -> dict[str, Any]:
     """The body to forward for a non-admin caller (see the module's docstring)."""
     check_shapes(body)
@@ -93,8 +115,7 @@ def rewrite(body: Mapping[str, Any], admission: Admission) -> dict[str, Any]:
     host = dict(out.get("HostConfig") or {})
     host["CgroupParent"] = admission.slice
     host["DeviceRequests"] = [r for r in host.get("DeviceRequests") or [] if not is_gpu_device_request(r)]
-    host["Devices"] = [d for d in host.get("Devices") or []
-                       if not (isinstance(d, Mapping) and _GPU_NODE.match(str(d.get("PathOnHost") or "")))]
+    host["Devices"] = allowed_devices(host)
     if admission.gpu_uuids:
         host["DeviceRequests"].append({"Driver": "nvidia", "Count": 0, "DeviceIDs": list(admission.gpu_uuids),
                                        "Capabilities": [["gpu"]]})

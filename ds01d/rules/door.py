@@ -13,12 +13,23 @@ caller; a caller that is neither root nor an admin may only reference their own.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 from urllib.parse import parse_qsl, urlencode
 
 #: Namespace modes in a create body that join another container's namespace ("container:NAME").
 JOINING_MODES = ("NetworkMode", "PidMode", "IpcMode")
+#: What dockerd 20.10 routes after `/containers/{name}`.  Its name pattern is `.*`, so a path
+#: with more segments names a container whose name has a `/`: a legacy link's name
+#: (`/parent/alias`), which reaches the linked container.  Such paths are not routed here.
+CONTAINER_SUFFIXES = frozenset({
+    "", "/export", "/changes", "/json", "/top", "/logs", "/stats", "/attach/ws", "/archive", "/kill", "/pause",
+    "/unpause", "/restart", "/start", "/stop", "/wait", "/resize", "/attach", "/copy", "/exec", "/rename",
+    "/update"})
+#: Path roots whose changes only admins make: swarm (its tasks are containers dockerd makes
+#: itself, past the gateway), plugins (they run as root), and pruning volumes (everyone's).
+ADMIN_ONLY_ROOTS = ("swarm", "services", "nodes", "secrets", "configs", "tasks", "plugins")
 
 
 @dataclass(frozen=True)
@@ -60,7 +71,14 @@ class Commit:
 
 @dataclass(frozen=True)
 class NetworkConnect:
-    """`POST /networks/{id}/connect`: the body's `Container` joins a network."""
+    """`POST /networks/{id}/connect` or `/disconnect`: the body's `Container` joins or leaves."""
+
+
+@dataclass(frozen=True)
+class Unrouted:
+    """A path the gateway will not forward for a non-admin: `why` is the one sentence."""
+
+    why: str
 
 
 @dataclass(frozen=True)
@@ -73,7 +91,7 @@ class Elsewhere:
     """Anything else: no container of anyone's is named in the path."""
 
 
-Route = Create | ListContainers | Prune | OnContainer | OnExec | Commit | NetworkConnect | Build | Elsewhere
+Route = Create | ListContainers | Prune | OnContainer | OnExec | Commit | NetworkConnect | Build | Unrouted | Elsewhere
 
 
 def route(method: str, path: str, query: str) -> Route:
@@ -85,16 +103,24 @@ def route(method: str, path: str, query: str) -> Route:
                        ("POST", "prune"): Prune()}.get((method, parts[1]))
             if special is not None:
                 return special
-        return OnContainer(parts[1], "/" + "/".join(parts[2:]) if len(parts) > 2 else "")
+        rest = "/" + "/".join(parts[2:]) if len(parts) > 2 else ""
+        if rest not in CONTAINER_SUFFIXES:
+            return Unrouted("a container is named by one path segment; names with '/' (legacy links) "
+                            "are not reachable through the gateway")
+        return OnContainer(parts[1], rest)
     if len(parts) >= 3 and parts[0] == "exec" and parts[1]:
         return OnExec(parts[1])
     if parts == ["commit"]:
         ref = first_value(query, "container")
         return Commit(ref) if ref else Elsewhere()
-    if len(parts) == 3 and parts[0] == "networks" and parts[2] == "connect" and method == "POST":
-        return NetworkConnect()
+    if len(parts) >= 3 and parts[0] == "networks" and parts[-1] in ("connect", "disconnect") and method == "POST":
+        return NetworkConnect()      # dockerd's network id pattern is `.*` too
     if parts == ["build"] and method == "POST":
         return Build()
+    if method != "GET" and method != "HEAD" and (parts[0] in ADMIN_ONLY_ROOTS or parts == ["volumes", "prune"]):
+        what = "pruning volumes removes other users' volumes" if parts[0] == "volumes" else \
+            f"{parts[0]} change the whole engine"
+        return Unrouted(f"{what}; ask an admin")
     return Elsewhere()
 
 
@@ -125,17 +151,43 @@ def with_value(query: str, name: str, value: str, add: bool = False) -> str:
 
 def joined_containers(body: Mapping[str, Any]) -> list[str]:
     """Containers a canonical create body reaches into: `VolumesFrom` (their volumes, `:ro`
-    or `:rw` after the name) and `container:NAME` network, PID and IPC namespaces."""
+    or `:rw` after the name), `Links` (`name:alias`; the linked one's environment is copied
+    in) and `container:NAME` network, PID and IPC namespaces."""
     host = body.get("HostConfig") or {}
     refs = []
     for entry in host.get("VolumesFrom") or []:
         if isinstance(entry, str) and entry:
             refs.append(entry.split(":", 1)[0])
+    for entry in host.get("Links") or []:        # legacy links copy the other's environment in
+        if isinstance(entry, str) and entry:
+            refs.append(entry.split(":", 1)[0].lstrip("/"))
     for mode in JOINING_MODES:
         value = host.get(mode)
         if isinstance(value, str) and value.startswith("container:"):
             refs.append(value.split(":", 1)[1])
     return refs
+
+
+def joined_by_id(body: Mapping[str, Any], ids: Mapping[str, str]) -> dict[str, Any]:
+    """The create body with each container it joins named by the full id it was checked as
+    (`:ro`, `:alias` kept), so that a rename meanwhile cannot point it at another container."""
+    host = dict(body.get("HostConfig") or {})
+
+    def by_id(entry: Any, strip: bool = False) -> Any:
+        if not isinstance(entry, str) or not entry:
+            return entry
+        name, sep, tail = entry.partition(":")
+        key = name.lstrip("/") if strip else name
+        return ids.get(key, name) + sep + tail
+    if host.get("VolumesFrom"):
+        host["VolumesFrom"] = [by_id(e) for e in host["VolumesFrom"]]
+    if host.get("Links"):
+        host["Links"] = [by_id(e, strip=True) for e in host["Links"]]
+    for mode in JOINING_MODES:
+        value = host.get(mode)
+        if isinstance(value, str) and value.startswith("container:"):
+            host[mode] = "container:" + ids.get(value.split(":", 1)[1], value.split(":", 1)[1])
+    return {**body, "HostConfig": host}
 
 
 def listed_owner(entry: Mapping[str, Any], admitted: Callable[[Mapping[str, str]], str | None],
@@ -159,6 +211,25 @@ def own_entries(listing: Any, user: str, owner_of: Callable[[Mapping[str, Any]],
     if not isinstance(listing, list):
         return listing
     return [e for e in listing if isinstance(e, dict) and owner_of(e) == user]
+
+
+def with_owner_filter(query: str, uid: int) -> str:
+    """A prune's query narrowed to containers labelled as the caller's (`ds01.uid`): a prune
+    then removes only what the gateway made for them.  ValueError for filters that are not
+    JSON (dockerd refuses them too)."""
+    raw = first_value(query, "filters")
+    filters = json.loads(raw) if raw else {}
+    if not isinstance(filters, dict):
+        raise ValueError("filters must be a JSON object")
+    labels = filters.get("label") or []
+    own = f"ds01.uid={uid}"
+    if isinstance(labels, dict):            # the older form: {"label": {"a=b": true}}
+        labels = {**labels, own: True}
+    elif isinstance(labels, list):
+        labels = [*labels, own]
+    else:
+        raise ValueError("the label filter must be a list")
+    return with_value(query, "filters", json.dumps({**filters, "label": labels}), add=True)
 
 
 def compose_scoped(query: str) -> bool:

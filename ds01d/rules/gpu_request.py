@@ -11,6 +11,7 @@ to real devices needs NVML and happens in the GPU adapter.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -43,9 +44,18 @@ class GpuRequest:
 NO_GPU = GpuRequest()
 
 
+#: The capabilities dockerd's nvidia device driver registers: a request without a driver
+#: goes to it when one of its capability sets is within these (even an empty set, `[[]]`).
+NVIDIA_CAPABILITIES = frozenset({"gpu", "nvidia", "compute", "compat32", "graphics", "utility", "video", "display"})
+
+
 def _is_gpu_request(req: Mapping[str, Any]) -> bool:
+    """dockerd's own choice of driver: `nvidia` by name, or no driver and a capability set
+    the nvidia driver matches (so `[["compute", "utility"]]` is a GPU request too)."""
     caps = req.get("Capabilities") or []
-    return req.get("Driver") == "nvidia" or any("gpu" in (c or []) for c in caps)
+    if req.get("Driver") == "nvidia" or any("gpu" in (c or []) for c in caps if isinstance(c, list)):
+        return True
+    return not req.get("Driver") and any(isinstance(c, list) and set(c) <= NVIDIA_CAPABILITIES for c in caps)
 
 
 def _cdi_gpu_names(req: Mapping[str, Any]) -> list[str]:
@@ -96,7 +106,7 @@ def _from_visible_devices(inspect: Mapping[str, Any]) -> GpuRequest | None:
 
 def _from_device_nodes(host: Mapping[str, Any]) -> GpuRequest | None:
     ids = tuple(m.group(1) for d in host.get("Devices") or []
-                if (m := _DEV_NODE.match(d.get("PathOnHost") or "")))
+                if (m := _DEV_NODE.match(posixpath.normpath(d.get("PathOnHost") or "/"))))
     return GpuRequest(device_ids=ids, source="/dev/nvidia") if ids else None
 
 
