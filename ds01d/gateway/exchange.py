@@ -396,7 +396,8 @@ class Exchange:
                 break
             else:
                 raise SideClosed("the engine closed the connection mid-answer")
-        body = rewrite(response.status_code, b"".join(parts))
+        # In a thread: a large listing must not hold up every other caller's connection.
+        body = await asyncio.to_thread(rewrite, response.status_code, b"".join(parts))
         dropped = (b"content-length", b"transfer-encoding")
         headers = [(n, v) for n, v in response.headers.raw_items() if n.lower() not in dropped]
         headers.append((b"Content-Length", str(len(body)).encode()))

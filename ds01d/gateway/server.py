@@ -14,6 +14,7 @@ never ends a session; `systemctl kill ds01-gateway` ends them all.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import signal
 import socket
@@ -106,6 +107,8 @@ class Gateway:
         # The child goes on inside the parent's loop: asyncio forgets a running loop across
         # fork (it checks the pid), so it is told again; signal handlers are set anew in _drain.
         asyncio.events._set_running_loop(loop)
+        # The parent's worker threads did not come along: a fresh pool for to_thread work.
+        loop.set_default_executor(concurrent.futures.ThreadPoolExecutor(max_workers=4))
         os.environ.pop("NOTIFY_SOCKET", None)
         self.notifier = Notifier()  # without NOTIFY_SOCKET a no-op: only the main process may notify
         return True
