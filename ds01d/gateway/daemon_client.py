@@ -41,9 +41,6 @@ class DaemonClient:
                     raise DaemonDown(str(exc)) from None
             await asyncio.sleep(RETRY_EVERY)   # a poll with a deadline: ds01d says nothing when it is back
 
-    async def admit(self, uid: int) -> Answer:
-        return await self.ask("admit", {"uid": uid})
-
     async def allocate(self, user: str, count: int, devices: tuple[str, ...], wait_s: float) -> Answer:
         """Devices for `user` (waiting in ds01d's queue); a grant that arrives as the create's
         caller hangs up is given back at once."""

@@ -257,16 +257,23 @@ class Ds01Policy:
         network = door.first_value(head.query, "networkmode") or ""
         if network.startswith("container:"):
             return Refuse(403, "a build may not join a container's network (--network container:...)")
-        try:
-            admitted = await self.daemon.ask("admit", {"uid": caller.uid, "build": True})
-        except DaemonDown:
-            return Refuse(503, RESTARTING)
-        if admitted.status != 200 or not isinstance(admitted.doc, dict):
-            return Refuse(admitted.status if admitted.status >= 400 else 502, _error(admitted.doc))
-        if admitted.doc.get("admin"):
+        admitted = await self.admit(caller, build=True)
+        if isinstance(admitted, Refuse):
+            return admitted
+        if admitted.get("admin"):
             return Forward()
         return Forward(target=_target(head, head.path, door.with_value(head.query, "cgroupparent",
-                                                                       admitted.doc["slice"], add=True)))
+                                                                       admitted["slice"], add=True)))
+
+    async def admit(self, caller: Caller, build: bool = False) -> Mapping[str, Any] | Refuse:
+        """ds01d's admission of the caller (their slice made first), or the refusal to pass on."""
+        try:
+            answer = await self.daemon.ask("admit", {"uid": caller.uid, **({"build": True} if build else {})})
+        except DaemonDown:
+            return Refuse(503, RESTARTING)
+        if answer.status != 200 or not isinstance(answer.doc, dict):
+            return Refuse(answer.status if answer.status >= 400 else 502, _error(answer.doc))
+        return answer.doc
 
     async def create(self, caller: Caller, raw: bytes) -> Verdict:
         try:
@@ -284,15 +291,12 @@ class Ds01Policy:
                 return found
             ids[ref] = found
         body = door.joined_by_id(body, ids)   # no rename while this create waits can change what it joins
-        try:
-            admitted = await self.daemon.admit(caller.uid)
-        except DaemonDown:
-            return Refuse(503, RESTARTING)
-        if admitted.status != 200 or not isinstance(admitted.doc, dict):
-            return Refuse(admitted.status if admitted.status >= 400 else 502, _error(admitted.doc))
-        if admitted.doc.get("admin"):
+        admitted = await self.admit(caller)
+        if isinstance(admitted, Refuse):
+            return admitted
+        if admitted.get("admin"):
             return Forward()
-        return await self.allocated_create(caller, body, admitted.doc, gpus)
+        return await self.allocated_create(caller, body, admitted, gpus)
 
     async def allocated_create(self, caller: Caller, body: dict[str, Any], admitted: Mapping[str, Any],
                                gpus: Any) -> Verdict:
