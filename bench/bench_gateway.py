@@ -136,7 +136,7 @@ def main() -> int:
     parser.add_argument("--cp-mb", type=int, default=1024)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    box = Box.boot("bench-gw")
+    box = Box.boot(f"bench-gw-{os.environ['DS01_TEST_BOX']}" if os.environ.get("DS01_TEST_BOX") else "bench-gw")
     results: dict[str, list[Any]] = {k: [] for k in ("keepalive", "fresh", "create", "cp_in", "cp_out")}
     try:
         gw = GatewayBox(box, "/etc/ds01/ds01.yaml")  # none: the defaults; root passes untouched

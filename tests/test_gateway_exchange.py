@@ -90,15 +90,17 @@ async def serve(tmp: Path, policy: Policy, engine: bool = True) -> AsyncIterator
     listener.bind(str(tmp / "gw.sock"))
     listener.listen()
     gateway = Gateway(policy, str(echo.path), Notifier())
-    server = await asyncio.start_unix_server(gateway.handle, sock=listener)
+    accepting = asyncio.ensure_future(gateway.accept(listener))
     try:
         yield str(tmp / "gw.sock"), echo
     finally:
-        server.close()
+        accepting.cancel()
         if engine_server:
             engine_server.close()
         for task in list(gateway.connections):
             task.cancel()
+        await asyncio.gather(accepting, *gateway.connections, return_exceptions=True)
+        listener.close()
 
 
 async def ask(path: str, raw: bytes) -> tuple[int, dict[str, Any], bytes]:
@@ -247,4 +249,48 @@ def test_malformed_requests_get_a_json_error(tmp_path: Path, raw: bytes, status:
             got, headers, body = await ask(path, raw)
             assert got == status and words in json.loads(body)["message"]
             assert echo.requests == []
+    run(main())
+
+
+def test_a_refused_upload_is_answered_while_its_body_still_streams(tmp_path: Path) -> None:
+    """`docker cp` into someone else's container: the refusal reaches the client that is still
+    writing its chunked body (it read EOF or a broken pipe instead, before)."""
+    policy = Recorder(lambda head, body: Refuse(403, "not yours"))
+
+    async def main() -> None:
+        async for path, echo in serve(tmp_path, policy):
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(b"PUT /containers/x/archive?path=/tmp HTTP/1.1\r\nHost: d\r\n"
+                         b"Transfer-Encoding: chunked\r\n\r\n")
+            answer = asyncio.ensure_future(reader.read(65536))
+            for _ in range(200):        # keeps writing until the answer is there
+                writer.write(b"8000\r\n" + b"t" * 0x8000 + b"\r\n")
+                await writer.drain()
+                if answer.done():
+                    break
+                await asyncio.sleep(0.01)
+            data = await asyncio.wait_for(answer, 10)
+            assert data.startswith(b"HTTP/1.1 403 Forbidden") and b'"not yours"' in data
+            assert echo.requests == []
+            writer.close()
+    run(main())
+
+
+def test_a_refused_head_request_keeps_the_connection(tmp_path: Path) -> None:
+    """`docker cp` asks HEAD .../archive first, then PUTs on the same connection: an answer
+    to HEAD with a body (or a closed connection after it) broke the PUT."""
+    policy = Recorder(lambda head, body: Refuse(403, "not yours") if head.method == "HEAD" else Forward())
+
+    async def main() -> None:
+        async for path, echo in serve(tmp_path, policy):
+            reader, writer = await asyncio.open_unix_connection(path)
+            writer.write(b"HEAD /containers/x/archive?path=/tmp HTTP/1.1\r\nHost: d\r\n\r\n"
+                         b"GET /containers/json HTTP/1.1\r\nHost: d\r\n\r\n")
+            data = b""
+            while not data.endswith(b"}"):
+                data += await asyncio.wait_for(reader.read(65536), 10)
+            first, second = data.split(b"HTTP/1.1 ")[1:]
+            assert first.startswith(b"403 ") and first.endswith(b"\r\n\r\n")     # no body after the head
+            assert second.startswith(b"200 ") and [r["target"] for r in echo.requests] == ["/containers/json"]
+            writer.close()
     run(main())

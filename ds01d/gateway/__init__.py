@@ -4,7 +4,9 @@ forwarding it.
 
 Transport (`server`: accept and lifetime; `listener`: the socket from systemd;
 `exchange`: one client connection's request/response cycles; `http_side`: one end of it
-with its HTTP state; `bridge`: raw bytes both ways once a connection is hijacked;
+with its HTTP state; `body_relay`: streamed bodies passed on as they came, past h11;
+`body_framing`: where such a body ends; `pump`: bytes from one socket to another in the
+event loop's callbacks; `bridge`: raw bytes both ways once a connection is hijacked;
 `replies`: what the gateway answers itself), the request's meaning (`api_paths`), the
 contract with the rules (`policy_api`), and switching the host over (`switch`).
 

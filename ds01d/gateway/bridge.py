@@ -1,10 +1,11 @@
 """Raw bytes both ways, once a connection has been hijacked (attach, exec start, BuildKit
 sessions, any 101 or close-delimited response).
 
-Each direction is copied with backpressure.  End of input on one side is passed on as
-a half-close (`shutdown(SHUT_WR)`), not a close: `echo hi | docker exec -i c cat` sends
-stdin EOF that way and still reads the output.  A side that is gone for good (both its
-directions shut) ends the bridge once what it sent has been passed on: nothing more
+Each direction is copied through one reused buffer with backpressure (`pump`: a
+direction reads again only once the other side took what it read).  End of input on one side is passed
+on as a half-close (`shutdown(SHUT_WR)`), not a close: `echo hi | docker exec -i c cat`
+sends stdin EOF that way and still reads the output.  A side that is gone for good (both
+its directions shut) ends the bridge once what it sent has been passed on: nothing more
 can flow, and a silent container must not keep a dead client's connection open.
 """
 
@@ -13,19 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from ds01d.gateway.http_side import CHUNK, HANGUP_POLL, HttpSide, SideClosed
+from ds01d.gateway.http_side import HANGUP_POLL, HttpSide, SideClosed, relay_buffer
+from ds01d.gateway.pump import Pump, UntilEof
 
 
 async def pipe(src: HttpSide, dst: HttpSide, pending: bytes) -> None:
     """Copy src to dst until src's EOF, then half-close dst."""
     if pending:
-        await dst.write(pending)
-    while data := await src.reader.read(CHUNK):
-        await dst.write(data)
-    src.eof = True
-    if dst.writer.can_write_eof() and not dst.writer.transport.is_closing():
-        with contextlib.suppress(OSError, RuntimeError):
-            dst.writer.write_eof()
+        await dst.send_all(pending)
+    with relay_buffer() as buf:
+        await Pump(src, dst, UntilEof(), buf).run()
+    dst.shutdown_write()
 
 
 async def bridge(client: HttpSide, engine: HttpSide, from_client: bytes, from_engine: bytes) -> None:

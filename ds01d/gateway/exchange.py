@@ -3,7 +3,8 @@ policy and forwarded to the engine over the connection's own engine connection.
 
 A cycle reads the request head, asks the policy (reading the body first only when the
 policy asks for it), then streams the request body up while it waits for the answer and
-streams the answer down, chunk by chunk with backpressure on both sides.  Both h11
+streams the answer down, with backpressure on both sides (bodies pass as they came:
+`body_relay`).  Both h11
 connections then start their next cycle (keep-alive), or the exchange ends.
 
 An answer that leaves HTTP behind turns the connection raw: a 101 (attach and exec with
@@ -23,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 import h11
 
 from ds01d.gateway.api_paths import BadTarget, parse_target
+from ds01d.gateway.body_relay import relay_body, relayed_length
 from ds01d.gateway.bridge import bridge
-from ds01d.gateway.http_side import HttpSide, SideClosed
+from ds01d.gateway.http_side import HttpSide, SideClosed, Stopped
 from ds01d.gateway.policy_api import MAX_JUDGED_BODY, Forward, Peer, Policy, Refuse, RequestHead, Verdict
 from ds01d.gateway.replies import engine_down, error_events, raw_head
 
@@ -123,6 +125,7 @@ class Exchange:
         request = await self.read_request()
         if request is None:
             return False
+        self.answer_has_body = request.method != b"HEAD"
         try:
             head = request_head(request)
         except BadTarget as exc:
@@ -174,9 +177,13 @@ class Exchange:
         try:
             return await self.client.next_event()
         except h11.RemoteProtocolError as exc:
-            if self.client.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                await self.reply(400, f"malformed HTTP request body: {exc}", close=True)
-            raise ClientGone(str(exc)) from None
+            await self.malformed_body(exc)
+
+    async def malformed_body(self, exc: h11.RemoteProtocolError) -> NoReturn:
+        """Answer a broken request body 400 (when nothing of an answer went out yet); raises ClientGone."""
+        if self.client.conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            await self.reply(400, f"malformed HTTP request body: {exc}", close=True)
+        raise ClientGone(str(exc)) from None
 
     async def judged(self, head: RequestHead, body: bytes | None) -> Verdict:
         """The policy's verdict; raises ClientGone (the judge cancelled) if the caller hangs up first."""
@@ -229,6 +236,8 @@ class Exchange:
             return False
         return conn.their_state is h11.DONE
 
+    answer_has_body = True
+
     async def reply(self, status: int, message: str, close: bool = False) -> None:
         """An error answer as dockerd shapes them (when nothing of an answer was sent yet)."""
         if self.client.conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE):
@@ -236,7 +245,8 @@ class Exchange:
         response, data = error_events(status, message, close)
         with contextlib.suppress(h11.LocalProtocolError):
             await self.client.send(response)
-            await self.client.send(data)
+            if self.answer_has_body:    # an answer to HEAD has its length but not its body
+                await self.client.send(data)
             await self.client.send(h11.EndOfMessage())
 
     # ---- forwarding --------------------------------------------------------
@@ -276,14 +286,12 @@ class Exchange:
         if self.engine is not None:
             self.engine.close()
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_unix_connection(self.engine_path, limit=4 * 1024 * 1024), CONNECT_TIMEOUT)
+            self.engine = await asyncio.wait_for(HttpSide.connect(self.engine_path, h11.CLIENT), CONNECT_TIMEOUT)
         except (OSError, asyncio.TimeoutError) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else "no answer in time"
             self._connect_error = engine_down(f"cannot connect to {self.engine_path}: {why}")
             self.engine = None
             return None
-        self.engine = HttpSide(reader, writer, h11.CLIENT)
         return self.engine
 
     async def send_body(self, engine: HttpSide, body: bytes | None) -> None:
@@ -292,6 +300,8 @@ class Exchange:
             if body:
                 await engine.send(h11.Data(data=body))
             await engine.send(h11.EndOfMessage())
+            return
+        if await self.relay_request_body(engine):
             return
         while True:
             event = await self.client_event()
@@ -302,6 +312,17 @@ class Exchange:
                 return
             else:
                 raise ClientGone("the caller closed the connection mid-body")
+
+    async def relay_request_body(self, engine: HttpSide) -> bool:
+        """The caller's body to the engine as it came (`body_relay`); False when h11 must carry it."""
+        length = relayed_length(self.client, engine)
+        if not length:
+            return False
+        try:
+            await relay_body(self.client, engine, length)
+        except h11.RemoteProtocolError as exc:
+            await self.malformed_body(exc)
+        return True
 
     async def guard_client(self, body_task: asyncio.Future[None]) -> None:
         """Returns when the caller can no longer be served: its body broke off, or, once
@@ -369,6 +390,8 @@ class Exchange:
     async def relay_streamed(self, response: h11.Response, engine: HttpSide, guard: asyncio.Future[None]) -> None:
         await self.client.send(h11.Response(status_code=response.status_code, headers=response.headers.raw_items(),
                                              reason=response.reason))
+        if await self.relay_answer_body(engine, guard):
+            return
         while True:
             event = await self.engine_event(engine, guard)
             if isinstance(event, h11.Data):
@@ -378,6 +401,18 @@ class Exchange:
                 return
             else:  # the engine broke off mid-answer: so does the caller's connection
                 raise SideClosed("the engine closed the connection mid-answer")
+
+    async def relay_answer_body(self, engine: HttpSide, guard: asyncio.Future[None]) -> bool:
+        """The engine's answer body to the caller as it came (`body_relay`), unless the caller
+        hangs up while the engine is silent; False when h11 must carry it."""
+        length = relayed_length(engine, self.client)
+        if not length:
+            return False
+        try:
+            await relay_body(engine, self.client, length, stop=guard)
+        except Stopped:
+            raise ClientGone("the caller hung up while the engine was answering") from None
+        return True
 
     async def relay_filtered(self, response: h11.Response, rewrite: Any, engine: HttpSide,
                              guard: asyncio.Future[None]) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import os
 import signal
 import socket
@@ -25,12 +26,15 @@ from typing import Any
 import h11
 
 from ds01d.gateway.exchange import Exchange
-from ds01d.gateway.http_side import CHUNK, HttpSide
+from ds01d.gateway.http_side import HttpSide
 from ds01d.gateway.policy_api import Peer, Policy
 from ds01d.host.engine_socket import ENGINE_SOCKET
 from ds01d.host.sd_notify import Notifier
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+#: After accept failed for want of descriptors or memory, the pause before trying again
+#: (the callers wait in the backlog meanwhile; asyncio's own servers pause as long).
+ACCEPT_RETRY = 1.0
 
 
 def peer_of(sock: socket.socket) -> Peer:
@@ -49,20 +53,34 @@ class Gateway:
         self.connections: set[asyncio.Task[Any]] = set()
         self._stop: asyncio.Event | None = None
 
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self.connections.add(task)
+    async def accept(self, listener: socket.socket) -> None:
+        """Take callers from `listener` until cancelled, each served by a task of its own
+        (in `connections`).  The sockets are the exchange's own, not asyncio streams: see
+        `http_side`."""
+        loop = asyncio.get_running_loop()
+        listener.setblocking(False)
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+                continue
+            except OSError as exc:  # EMFILE, ENFILE, ENOBUFS, ENOMEM: ends of connections free some
+                print(f"ds01d gateway: cannot accept a connection ({exc.strerror}); trying again in "
+                      f"{ACCEPT_RETRY:g} s", file=sys.stderr, flush=True)
+                await asyncio.sleep(ACCEPT_RETRY)
+                continue
+            task = asyncio.ensure_future(self.handle(sock))
+            self.connections.add(task)
+            task.add_done_callback(self.connections.discard)
+
+    async def handle(self, sock: socket.socket) -> None:
+        """One caller's connection, to its end."""
         try:
-            peer = peer_of(writer.get_extra_info("socket"))
+            peer = peer_of(sock)
         except OSError:
-            writer.transport.abort()  # gone before we looked
-            self.connections.discard(task)
+            sock.close()  # gone before we looked
             return
-        try:
-            await Exchange(HttpSide(reader, writer, h11.SERVER), peer, self.policy, self.engine_path).run()
-        finally:
-            self.connections.discard(task)
+        await Exchange(HttpSide(sock, h11.SERVER), peer, self.policy, self.engine_path).run()
 
     async def serve(self, sock: socket.socket) -> int:
         """Serve until SIGTERM/SIGINT; returns the exit code of this process."""
@@ -70,7 +88,7 @@ class Gateway:
         self._stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self._stop.set)
-        server = await asyncio.start_unix_server(self.handle, sock=sock, limit=2 * CHUNK)
+        accepting = asyncio.ensure_future(self.accept(sock))
         watchdog = asyncio.ensure_future(self._keep_systemd_informed())
         self.notifier.ready()
         print(f"ds01d gateway: forwarding to {self.engine_path}", file=sys.stderr, flush=True)
@@ -78,9 +96,9 @@ class Gateway:
         watchdog.cancel()
         self.notifier.stopping()
         if self.connections and self._fork_drainer():
-            server.close()
+            await _stop_accepting(accepting, sock)
             return await self._drain(loop)
-        server.close()
+        await _stop_accepting(accepting, sock)
         return 0
 
     async def _keep_systemd_informed(self) -> None:
@@ -127,6 +145,14 @@ class Gateway:
             task.cancel()
         await asyncio.gather(ender, *self.connections, return_exceptions=True)
         return 0
+
+
+async def _stop_accepting(accepting: asyncio.Future[None], sock: socket.socket) -> None:
+    """End the accept loop, then close the listening socket (this process's copy of it)."""
+    accepting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await accepting
+    sock.close()
 
 
 def run_gateway(policy: Policy, sock: socket.socket, engine_path: str = ENGINE_SOCKET) -> int:
