@@ -151,6 +151,7 @@ class Exchange:
             return None
         except h11.RemoteProtocolError as exc:
             await self.reply(exc.error_status_hint, f"malformed HTTP request: {exc}", close=True)
+            await self.client.linger(MAX_LINGER, SKIP_TIMEOUT)   # so that a client still writing reads it
             return None
         return event if isinstance(event, h11.Request) else None
 
