@@ -88,15 +88,18 @@ def test_unknown_keys_at_every_level():
         "(kinds: docker, compose, devcontainer, ds01)",
         "/etc/ds01/ds01.yaml:4: defaults: unknown key 'cpu' (known: cpus, memory_max, memory_high, "
         "tasks_max, container_cpus, container_memory, container_shm_size, container_gpu_memory, gpu_quota, max_containers, "
-        "priority, allow_full_gpu, idle_timeout, max_runtime, gpu_hold_after_stop, container_hold_after_stop)",
+        "priority, allow_full_gpu, allow_privileged, allow_host_namespaces, allow_host_network, bind_roots, "
+        "volume_drivers, allowed_devices, cap_add, allow_unconfined, allow_unsafe_sysctls, idle_timeout, max_runtime, gpu_hold_after_stop, container_hold_after_stop)",
         "/etc/ds01/ds01.yaml:6: groups.students: unknown key 'memebers' (known: members, unix_group, cpus, "
         "memory_max, memory_high, tasks_max, container_cpus, container_memory, container_shm_size, "
-        "container_gpu_memory, gpu_quota, max_containers, priority, allow_full_gpu, idle_timeout, max_runtime, "
+        "container_gpu_memory, gpu_quota, max_containers, priority, allow_full_gpu, allow_privileged, allow_host_namespaces, allow_host_network, bind_roots, "
+        "volume_drivers, allowed_devices, cap_add, allow_unconfined, allow_unsafe_sysctls, idle_timeout, max_runtime, "
         "gpu_hold_after_stop, container_hold_after_stop)",
         "/etc/ds01/ds01.yaml:8: user_overrides.bob: unknown key 'gpus' (known: reason, expires, group, "
         "reserved_gpus, reservation_start, reservation_end, cpus, "
         "memory_max, memory_high, tasks_max, container_cpus, container_memory, container_shm_size, "
-        "container_gpu_memory, gpu_quota, max_containers, priority, allow_full_gpu, idle_timeout, max_runtime, "
+        "container_gpu_memory, gpu_quota, max_containers, priority, allow_full_gpu, allow_privileged, allow_host_namespaces, allow_host_network, bind_roots, "
+        "volume_drivers, allowed_devices, cap_add, allow_unconfined, allow_unsafe_sysctls, idle_timeout, max_runtime, "
         "gpu_hold_after_stop, container_hold_after_stop)",
     ]
 
@@ -245,3 +248,31 @@ def test_host_checks():
         "'researchers'; list them in one group or give them a user_overrides entry with `group:`",
         "c.yaml:9: warning: groups.staff.unix_group: there is no Unix group 'staff' on this host",
     ]
+
+
+def test_host_access_rules_are_settings_checked_where_they_are_written(tmp_path):
+    config = parse_config(textwrap.dedent(f"""\
+        defaults:
+          bind_roots: ["~", "{tmp_path}:ro", /nonexistent/data]
+          cap_add: [sys_ptrace]
+        default_group: lab
+        groups:
+          lab: {{allow_host_network: true}}
+        user_overrides:
+          carol: {{reason: gdb in containers, expires: 2026-12-31, allow_privileged: true}}
+        """), "/etc/ds01/ds01.yaml")
+    assert config.defaults["bind_roots"] == ("~", f"{tmp_path}:ro", "/nonexistent/data")
+    assert config.defaults["cap_add"] == ("SYS_PTRACE",)
+    assert config.overrides["carol"].settings["allow_privileged"] is True
+    out = [str(p) for p in host_problems(config, dt.date(2026, 11, 24), {})]
+    assert out == ["/etc/ds01/ds01.yaml:2: warning: defaults.bind_roots: /nonexistent/data is not a directory "
+                   "on this host"]
+    for bad, said in (('bind_roots: [data]', "expected an absolute path, not 'data'"),
+                      ('bind_roots: ["/data:rw"]', "a bind root ends in :ro or nothing"),
+                      ("bind_roots: /data", "expected a list like"),
+                      ("cap_add: [ALL]", "ALL is not one"),
+                      ("allow_privileged: yes please", "expected true or false"),
+                      ("allow_root: true", "unknown key 'allow_root'")):
+        with pytest.raises(ConfigError) as refused:
+            parse_config(f"defaults:\n  {bad}\n", "/etc/ds01/ds01.yaml")
+        assert said in str(refused.value) and str(refused.value).startswith("/etc/ds01/ds01.yaml:2:"), bad

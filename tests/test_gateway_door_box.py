@@ -288,9 +288,9 @@ def test_a_prune_removes_only_the_callers_own(gw, box_cleanup):
 
 
 @pytest.mark.parametrize("args,said", [
-    (["--device", "/dev/fuse"], "the device /dev/fuse needs an admin"),
-    (["--device", "/dev/../dev/null:/dev/x"], "the device /dev/null needs an admin"),
-    (["--device-cgroup-rule", "c 195:* rwm"], "device cgroup rules (--device-cgroup-rule) need an admin"),
+    (["--device", "/dev/fuse"], "the device /dev/fuse is not allowed here"),
+    (["--device", "/dev/../dev/null:/dev/x"], "the device /dev/null is not allowed here"),
+    (["--device-cgroup-rule", "c 195:* rwm"], "device cgroup rules (--device-cgroup-rule) are not allowed here"),
 ])
 def test_devices_other_than_gpus_need_an_admin(gw, args, said):
     refused = gw.docker("run", "--rm", *args, IMAGE, "true", check=False)

@@ -7,13 +7,13 @@ The bottom of the package: everything may import it, it imports nothing of ds01d
 
 from .loader import ConfigError, ConfigProblem, load_config, parse_config
 from .model import (
-    BUILTIN_DEFAULTS, DEFAULT_PATH, KINDS, LIFECYCLE_KEYS, SCALAR_KEYS, SETTING_NAMES,
+    ACCESS_KEYS, BUILTIN_DEFAULTS, DEFAULT_PATH, KINDS, LIFECYCLE_KEYS, SCALAR_KEYS, SETTING_NAMES,
     Config, DaemonSettings, ForeignDevicePolicy, GpusAllPolicy, Group, OutsideSlicePolicy, Override, Policies,
     Reservation, UnownedPolicy,
 )
 
 __all__ = [
-    "BUILTIN_DEFAULTS", "DEFAULT_PATH", "KINDS", "LIFECYCLE_KEYS", "SCALAR_KEYS", "SETTING_NAMES",
+    "ACCESS_KEYS", "BUILTIN_DEFAULTS", "DEFAULT_PATH", "KINDS", "LIFECYCLE_KEYS", "SCALAR_KEYS", "SETTING_NAMES",
     "Config", "ConfigError", "ConfigProblem", "DaemonSettings", "ForeignDevicePolicy", "GpusAllPolicy", "Group",
     "Reservation",
     "OutsideSlicePolicy", "Override", "Policies", "UnownedPolicy", "load_config", "parse_config",

@@ -8,7 +8,8 @@ them, so the two never disagree about whether a config is acceptable.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Mapping
+import os
+from typing import Callable, Mapping
 
 from .loader import ConfigProblem
 from .model import Config
@@ -18,8 +19,23 @@ def host_problems(config: Config, today: dt.date,
                   unix_members: Mapping[str, frozenset[str]]) -> list[ConfigProblem]:
     """Errors (a user claimed by two groups) and warnings (expired overrides, missing Unix groups)."""
     problems = _expired_overrides(config, today) + _missing_unix_groups(config, unix_members)
-    problems += _double_membership(config, unix_members)
+    problems += _double_membership(config, unix_members) + _missing_bind_roots(config)
     return sorted(problems)
+
+
+def _missing_bind_roots(config: Config, exists: Callable[[str], bool] = os.path.isdir) -> list[ConfigProblem]:
+    """A bind root that is not a directory here: binds below it are refused until it is."""
+    levels = [("defaults", config.defaults)] + [(f"groups.{g.name}", g.settings) for g in config.groups.values()] \
+        + [(f"user_overrides.{o.user}", o.settings) for o in config.overrides.values()]
+    problems = []
+    for where, settings in levels:
+        for root in settings.get("bind_roots") or ():
+            path = root.partition(":")[0]
+            if path != "~" and not exists(path):
+                problems.append(ConfigProblem(config.path, config.lines.get(f"{where}.bind_roots", 0),
+                                              f"{where}.bind_roots: {path} is not a directory on this host",
+                                              warning=True))
+    return problems
 
 
 def _expired_overrides(config: Config, today: dt.date) -> list[ConfigProblem]:

@@ -82,6 +82,7 @@ class _Reader:
     def __init__(self, path: str):
         self.path = path
         self.problems: list[ConfigProblem] = []
+        self.lines: dict[str, int] = {}   # "groups.x.bind_roots" -> its line, for host checks
         self._constructor = SafeConstructor()
 
     def problem(self, node: Node, message: str) -> None:
@@ -143,6 +144,7 @@ class _Reader:
             default_group=default_group,
             groups=MappingProxyType(groups),
             overrides=MappingProxyType(self.overrides(sections.get("user_overrides"), groups)),
+            lines=MappingProxyType(dict(self.lines)),
         )
 
     def settings_block(self, node: Node | None, where: str, base: Any, parsers: dict[str, schema.Parser]) -> Any:
@@ -168,6 +170,7 @@ class _Reader:
                 ok, value = self.parsed(value_node, schema.SCALAR_PARSERS[key], f"{where}.{key}")
                 if ok:
                     settings[key] = value
+                    self.lines[f"{where}.{key}"] = line_of(key_node)
             elif key in LIFECYCLE_KEYS:
                 settings.update(self.lifecycle(value_node, f"{where}.{key}", key))
             elif key in own:

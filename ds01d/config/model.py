@@ -30,8 +30,15 @@ LIFECYCLE_KEYS: tuple[str, ...] = (
     "idle_timeout", "max_runtime", "gpu_hold_after_stop", "container_hold_after_stop",
 )
 
-#: Every resolvable setting name: scalar keys, and `key.kind` for lifecycle keys.
-SETTING_NAMES: tuple[str, ...] = SCALAR_KEYS + tuple(
+#: Per-user rules of what a non-admin's container may reach of the host (the gateway
+#: applies them; `ds01d.rules.host_access`): each on by default, an exception is a setting.
+ACCESS_KEYS: tuple[str, ...] = (
+    "allow_privileged", "allow_host_namespaces", "allow_host_network", "bind_roots", "volume_drivers",
+    "allowed_devices", "cap_add", "allow_unconfined", "allow_unsafe_sysctls",
+)
+
+#: Every resolvable setting name: scalar keys, access rules, and `key.kind` for lifecycle keys.
+SETTING_NAMES: tuple[str, ...] = SCALAR_KEYS + ACCESS_KEYS + tuple(
     f"{key}.{kind}" for key in LIFECYCLE_KEYS for kind in KINDS
 )
 
@@ -158,6 +165,8 @@ class Config:
     default_group: str = "default"
     groups: Mapping[str, Group] = field(default_factory=_empty)
     overrides: Mapping[str, Override] = field(default_factory=_empty)
+    #: Where each per-user setting is written ("defaults.bind_roots" -> line), for host checks.
+    lines: Mapping[str, int] = field(default_factory=_empty)
 
 
 #: Built-in values for every setting, used where the file's `defaults` leaves a key
@@ -175,6 +184,15 @@ BUILTIN_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "max_containers": 3,
     "priority": 10,
     "allow_full_gpu": False,
+    "allow_privileged": False,
+    "allow_host_namespaces": False,
+    "allow_host_network": False,
+    "bind_roots": ("~",),
+    "volume_drivers": ("local",),
+    "allowed_devices": (),
+    "cap_add": (),
+    "allow_unconfined": False,
+    "allow_unsafe_sysctls": False,
     **{f"idle_timeout.{k}": 1800 for k in KINDS},
     "max_runtime.docker": 2 * 86400,
     "max_runtime.compose": 3 * 86400,

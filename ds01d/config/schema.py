@@ -169,6 +169,32 @@ def duration_list(value: Any) -> tuple[int, ...]:
     return tuple(sorted((positive_duration(v) for v in value), reverse=True))
 
 
+def string_list(value: Any, item: Parser, example: str) -> tuple[str, ...]:
+    """A list of strings, each checked by `item`; `[]` is a list too (nothing allowed)."""
+    if not isinstance(value, list):
+        raise ValueError(f"expected a list like {example}, not {value!r}")
+    return tuple(item(v) for v in value)
+
+
+def bind_root(value: Any) -> str:
+    """`~` (the user's own home) or an absolute path, either with `:ro` (binds made read-only)."""
+    if not isinstance(value, str):
+        raise ValueError(f"a bind root is ~ or an absolute path, optionally with :ro, not {value!r}")
+    path, sep, mode = value.partition(":")
+    if sep and mode != "ro":
+        raise ValueError(f"a bind root ends in :ro or nothing, not :{mode} ({value!r})")
+    if path != "~":
+        abs_path(path)
+    return value
+
+
+def capability(value: Any) -> str:
+    """A Linux capability name, as `--cap-add` takes it (`SYS_PTRACE` or `CAP_SYS_PTRACE`)."""
+    if not isinstance(value, str) or not value.replace("_", "").isalnum() or value.upper() == "ALL":
+        raise ValueError(f"expected a capability name like SYS_PTRACE (ALL is not one), not {value!r}")
+    return value.upper()
+
+
 #: Keys of `defaults`, of each group and of each user override (besides their own keys).
 SCALAR_PARSERS: dict[str, Parser] = {
     "cpus": nullable(cpus),
@@ -183,6 +209,15 @@ SCALAR_PARSERS: dict[str, Parser] = {
     "max_containers": nullable(integer(0)),
     "priority": integer(0, 100),
     "allow_full_gpu": boolean,
+    "allow_privileged": boolean,
+    "allow_host_namespaces": boolean,
+    "allow_host_network": boolean,
+    "bind_roots": lambda value: string_list(value, bind_root, "[~, /data/shared:ro]"),
+    "volume_drivers": lambda value: string_list(value, name, "[local]"),
+    "allowed_devices": lambda value: string_list(value, abs_path, "[/dev/fuse]"),
+    "cap_add": lambda value: string_list(value, capability, "[SYS_PTRACE]"),
+    "allow_unconfined": boolean,
+    "allow_unsafe_sysctls": boolean,
 }
 
 #: Lifecycle keys: a duration (for every kind) or a mapping kind -> duration.

@@ -18,24 +18,24 @@ so they keep working while ds01d restarts; only creates need ds01d and wait for 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any, Mapping
 from urllib.parse import quote
 
-from ds01d.config import Config, ConfigError, load_config
-from ds01d.config.model import DaemonSettings
 from ds01d.gateway.daemon_client import DaemonClient, DaemonDown
+from ds01d.gateway.policy_settings import Settings
 from ds01d.gateway.policy_api import Forward, Peer, Refuse, RequestHead, Verdict
 from ds01d.gateway.unix_http import Unreachable, call
-from ds01d.host.admission_key import load as load_key
 from ds01d.host.unix_groups import is_admin, is_system_user
 from ds01d.rules import door
-from ds01d.rules.admission_mark import admitted_owner
 from ds01d.rules.create_rewrite import Admission, NotAllowed, allowed_devices, gpus_wanted, requested_gpus, rewrite
-from ds01d.rules.engine_json import NETWORK_CONNECT, UnreadableBody, canonical, canonical_fields, encode
+from ds01d.rules.host_access import Denied, check_binds_at_start, judge_create, judge_exec, judge_update, \
+    judge_volume
+from ds01d.rules.engine_json import EXEC_CONFIG, NETWORK_CONNECT, UPDATE_CONFIG, VOLUME_CREATE, UnreadableBody, \
+    canonical, canonical_fields, encode
 from ds01d.rules.owners import container_kind, resolve_owner
 from ds01d.gateway.replies import engine_down
 
@@ -58,46 +58,6 @@ class Caller:
     admin: bool
 
 
-class Settings:
-    """The config's daemon settings and the admission key, read again when their files change
-    (ds01d's reload does not restart the gateway)."""
-
-    def __init__(self, config_path: str):
-        self.config_path = config_path
-        self._stamp: tuple[float, float] | None = None
-        self.daemon = DaemonSettings()
-        self.allocation_wait = 180
-        self._key: bytes | None = None
-
-    def refresh(self) -> None:
-        stamp = (_mtime(self.config_path), _mtime(self.key_path))
-        if stamp == self._stamp:
-            return
-        self._stamp = stamp
-        try:
-            config: Config = load_config(self.config_path)
-            self.daemon, self.allocation_wait = config.daemon, config.policies.allocation_wait
-        except ConfigError as exc:
-            print(f"ds01d gateway: {self.config_path} refused, keeping the settings in force: "
-                  f"{str(exc).splitlines()[0]}", file=sys.stderr, flush=True)
-        self._key = load_key(self.key_path)
-
-    @property
-    def key_path(self) -> str:
-        return f"{self.daemon.state_dir}/admission.key"
-
-    def admitted(self, labels: Mapping[str, str]) -> str | None:
-        found = admitted_owner(self._key, labels) if self._key else None
-        return found[1] if found else None
-
-
-def _mtime(path: str) -> float:
-    try:
-        return os.stat(path).st_mtime
-    except OSError:
-        return -1.0
-
-
 class Ds01Policy:
     """The `Policy` of ds01-gateway.service (see the module's docstring)."""
 
@@ -111,7 +71,9 @@ class Ds01Policy:
         return DaemonClient(self.settings.daemon.socket_path)
 
     def wants_body(self, peer: Peer, head: RequestHead) -> bool:
-        return isinstance(door.route(head.method, head.path, head.query), (door.Create, door.NetworkConnect))
+        route = door.route(head.method, head.path, head.query)
+        return isinstance(route, (door.Create, door.NetworkConnect, door.VolumeCreate)) or \
+            (isinstance(route, door.OnContainer) and head.method == "POST" and route.rest in ("/exec", "/update"))
 
     async def judge(self, peer: Peer, head: RequestHead, body: bytes | None) -> Verdict:
         self.settings.refresh()
@@ -128,12 +90,18 @@ class Ds01Policy:
             return Refuse(503, engine_down(str(exc)))
         except EngineSaid as exc:
             return Refuse(exc.status, exc.message)
+        except Denied as exc:
+            return Refuse(403, str(exc))
+        except UnreadableBody as exc:
+            return Refuse(400, f"the gateway cannot read this request: {exc}")
 
     async def _judge(self, caller: Caller, head: RequestHead, route: door.Route, body: bytes) -> Verdict:
         if isinstance(route, door.Create):
             return await self.create(caller, body)
         if isinstance(route, door.OnContainer):
-            return await self.on_container(caller, head, route)
+            return await self.on_container(caller, head, route, body)
+        if isinstance(route, door.VolumeCreate):
+            return self.volume_create(caller, body)
         if isinstance(route, door.OnExec):
             return await self.on_exec(caller, route.exec_id)
         if isinstance(route, door.Commit):
@@ -174,33 +142,57 @@ class Ds01Policy:
         labels = (inspect.get("Config") or {}).get("Labels") or {}
         return self.settings.admitted(labels) or resolve_owner(inspect, system_user=is_system_user).owner
 
-    async def own(self, caller: Caller, ref: str, readable: bool = False) -> str | Refuse:
-        """The full id of the caller's container `ref`, or the refusal (404 like dockerd's where
-        other users' containers are not to be seen, else 403 that says whose it is).
+    async def own(self, caller: Caller, ref: str) -> str | Refuse:
+        """The full id of the caller's container `ref`, or the refusal (see `owned`)."""
+        inspect = await self.owned(caller, ref)
+        return inspect if isinstance(inspect, Refuse) else str(inspect["Id"])
+
+    async def owned(self, caller: Caller, ref: str, readable: bool = False) -> Mapping[str, Any] | Refuse:
+        """The engine's inspect of the caller's container `ref`, or the refusal (404 like dockerd's
+        where other users' containers are not to be seen, else 403 that says whose it is).
         `readable`: another user's container passes where other users are shown (stats)."""
         inspect = await self.inspect("containers", ref)
         if inspect is None:
             return Refuse(404, f"No such container: {ref}")
         owner = self.owner(inspect)
         if owner == caller.user:
-            return str(inspect["Id"])
+            return inspect
         if not self.settings.daemon.show_other_users:
             return Refuse(404, f"No such container: {ref}")
         if readable:
-            return str(inspect["Id"])
+            return inspect
         name = (inspect.get("Name") or "").lstrip("/") or ref
         whose = f"it is {owner}'s" if owner else "ds01d knows no owner of it"
         return Refuse(403, f"{name} is not your container ({whose}); only its owner and admins may use it")
 
-    async def on_container(self, caller: Caller, head: RequestHead, route: door.OnContainer) -> Verdict:
+    async def on_container(self, caller: Caller, head: RequestHead, route: door.OnContainer, body: bytes) -> Verdict:
         if route.rest == "/start" and door.api_before(head.api_version, 1, 24) and _has_body(head):
             return Refuse(400, "host settings at start (API versions before 1.24) do not pass the gateway; "
                                "give them when creating the container")
         readable = head.method == "GET" and route.rest == "/stats"   # numbers only: what docker stats shows
-        found = await self.own(caller, route.ref, readable)
-        if isinstance(found, Refuse):
-            return found
-        return Forward(target=_target(head, f"/containers/{found}{route.rest}", head.query))
+        inspect = await self.owned(caller, route.ref, readable)
+        if isinstance(inspect, Refuse):
+            return inspect
+        verdict = Forward(target=_target(head, f"/containers/{inspect['Id']}{route.rest}", head.query))
+        if head.method != "POST":
+            return verdict
+        if route.rest == "/start":      # dockerd resolves bind sources again at every start
+            host = inspect.get("HostConfig") or {}
+            check_binds_at_start(host.get("Binds") or [], inspect.get("Mounts") or [],
+                                 self.settings.access(caller.user, caller.uid), os.path.realpath)
+        elif route.rest in ("/exec", "/update"):   # forwarded as read: what was judged is what runs
+            fields = canonical_fields(body, EXEC_CONFIG if route.rest == "/exec" else UPDATE_CONFIG)
+            if route.rest == "/exec":
+                judge_exec(fields, self.settings.access(caller.user, caller.uid))
+            else:
+                judge_update(fields)
+            return dataclasses.replace(verdict, body=encode(fields))
+        return verdict
+
+    def volume_create(self, caller: Caller, body: bytes) -> Verdict:
+        fields = canonical_fields(body, VOLUME_CREATE)
+        judge_volume(fields, self.settings.access(caller.user, caller.uid), os.path.realpath)
+        return Forward(body=encode(fields))
 
     async def on_exec(self, caller: Caller, exec_id: str) -> Verdict:
         inspect = await self.inspect("exec", exec_id)
@@ -257,6 +249,8 @@ class Ds01Policy:
         network = door.first_value(head.query, "networkmode") or ""
         if network.startswith("container:"):
             return Refuse(403, "a build may not join a container's network (--network container:...)")
+        if network.lower() == "host" and not self.settings.access(caller.user, caller.uid).allow_host_network:
+            raise Denied("allow_host_network", "a build with --network host is not allowed here")
         admitted = await self.admit(caller, build=True)
         if isinstance(admitted, Refuse):
             return admitted
@@ -279,7 +273,7 @@ class Ds01Policy:
         try:
             body = canonical(raw)
             gpus = requested_gpus(body)
-            allowed_devices(body["HostConfig"])     # refused before any wait for a GPU
+            allowed_devices(body["HostConfig"], self.settings.access(caller.user, caller.uid).allowed_devices)
         except UnreadableBody as exc:
             return Refuse(400, f"the gateway cannot read this container's configuration: {exc}")
         except NotAllowed as exc:
@@ -291,6 +285,7 @@ class Ds01Policy:
                 return found
             ids[ref] = found
         body = door.joined_by_id(body, ids)   # no rename while this create waits can change what it joins
+        body = judge_create(body, self.settings.access(caller.user, caller.uid), os.path.realpath)
         admitted = await self.admit(caller)
         if isinstance(admitted, Refuse):
             return admitted
@@ -315,7 +310,8 @@ class Ds01Policy:
         kind = "ds01" if grant.get("reused") and (body.get("Labels") or {}).get("ds01.container_type") == "ds01" \
             else container_kind(labels)[0]
         admission = Admission(admitted["user"], caller.uid, admitted["slice"], kind, admitted["mark"],
-                              tuple(u["uuid"] for u in grant.get("units") or ()))
+                              tuple(u["uuid"] for u in grant.get("units") or ()),
+                              self.settings.access(caller.user, caller.uid).allowed_devices)
         try:
             new_body = encode(rewrite(body, admission))
         except NotAllowed as exc:

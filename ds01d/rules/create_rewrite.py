@@ -43,6 +43,7 @@ class Admission:
     kind: str
     mark: str                             # ds01.admission: proof the gateway wrote these labels
     gpu_uuids: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()         # host devices the caller may map besides GPUs (allowed_devices)
 
 
 def _list_of(value: Any, kind: type, what: str) -> list[Any]:
@@ -93,19 +94,23 @@ def gpus_wanted(request: GpuRequest) -> int:
     return max(request.count, len(request.device_ids), 1)
 
 
-def allowed_devices(host: Mapping[str, Any]) -> list[Any]:
-    """The device mappings a non-admin's container keeps: none.  GPU nodes are dropped (the
-    allocated devices come through the device request); any other device, under any path
-    spelling, and device cgroup rules are refused: a device node is a door to the host."""
+def allowed_devices(host: Mapping[str, Any], extra: tuple[str, ...] = ()) -> list[Any]:
+    """The device mappings a non-admin's container keeps: those of `extra` (the caller's
+    `allowed_devices`).  GPU nodes are dropped (the allocated devices come through the device
+    request); any other device, under any path spelling, and device cgroup rules are
+    refused: a device node is a door to the host."""
     if host.get("DeviceCgroupRules"):
-        raise NotAllowed("device cgroup rules (--device-cgroup-rule) need an admin; ask one to create this "
-                         "container or to allow the device")
+        raise NotAllowed("device cgroup rules (--device-cgroup-rule) are not allowed here (allowed_devices); ask an "
+                         "admin for an exception (a user_overrides entry with allowed_devices)")
+    kept = []
     for device in host.get("Devices") or []:
         path = posixpath.normpath(str(device.get("PathOnHost") or "/")) if isinstance(device, Mapping) else "?"
-        if not _GPU_NODE.match(path):
-            raise NotAllowed(f"the device {path} needs an admin; GPUs come with --gpus, and other devices are "
-                             "not given to containers here")
-    return []
+        if path in extra:
+            kept.append({**device, "PathOnHost": path})
+        elif not _GPU_NODE.match(path):
+            raise NotAllowed(f"the device {path} is not allowed here: GPUs come with --gpus (allowed_devices); ask an "
+                             "admin for an exception (a user_overrides entry with allowed_devices)")
+    return kept
 
 
 def rewrite(body: Mapping[str, Any], admission: Admission) -> dict[str, Any]:
@@ -115,7 +120,7 @@ def rewrite(body: Mapping[str, Any], admission: Admission) -> dict[str, Any]:
     host = dict(out.get("HostConfig") or {})
     host["CgroupParent"] = admission.slice
     host["DeviceRequests"] = [r for r in host.get("DeviceRequests") or [] if not is_gpu_device_request(r)]
-    host["Devices"] = allowed_devices(host)
+    host["Devices"] = allowed_devices(host, admission.devices)
     if admission.gpu_uuids:
         host["DeviceRequests"].append({"Driver": "nvidia", "Count": 0, "DeviceIDs": list(admission.gpu_uuids),
                                        "Capabilities": [["gpu"]]})

@@ -75,6 +75,11 @@ class NetworkConnect:
 
 
 @dataclass(frozen=True)
+class VolumeCreate:
+    """`POST /volumes/create`: a local volume can bind a host path (`o=bind,device=...`)."""
+
+
+@dataclass(frozen=True)
 class Unrouted:
     """A path the gateway will not forward for a non-admin: `why` is the one sentence."""
 
@@ -91,7 +96,8 @@ class Elsewhere:
     """Anything else: no container of anyone's is named in the path."""
 
 
-Route = Create | ListContainers | Prune | OnContainer | OnExec | Commit | NetworkConnect | Build | Unrouted | Elsewhere
+Route = Create | ListContainers | Prune | OnContainer | OnExec | Commit | NetworkConnect | Build | VolumeCreate | \
+    Unrouted | Elsewhere
 
 
 def route(method: str, path: str, query: str) -> Route:
@@ -117,6 +123,8 @@ def route(method: str, path: str, query: str) -> Route:
         return NetworkConnect()      # dockerd's network id pattern is `.*` too
     if parts == ["build"] and method == "POST":
         return Build()
+    if parts == ["volumes", "create"] and method == "POST":
+        return VolumeCreate()
     if method != "GET" and method != "HEAD" and (parts[0] in ADMIN_ONLY_ROOTS or parts == ["volumes", "prune"]):
         what = "pruning volumes removes other users' volumes" if parts[0] == "volumes" else \
             f"{parts[0]} change the whole engine"

@@ -178,7 +178,14 @@ def encode(body: Mapping[str, Any]) -> bytes:
 
 
 #: The body of `POST /networks/{id}/connect`, as the engine reads it.
-NETWORK_CONNECT = ("Container", "EndpointConfig")
+NETWORK_CONNECT = ("Container", "EndpointConfig", "Force")
+#: `POST /containers/{id}/exec` (ExecConfig).
+EXEC_CONFIG = ("User", "Privileged", "Tty", "ConsoleSize", "AttachStdin", "AttachStderr", "AttachStdout", "Detach",
+               "DetachKeys", "Env", "WorkingDir", "Cmd")
+#: `POST /containers/{id}/update` (UpdateConfig: the resources and the restart policy).
+UPDATE_CONFIG = _RESOURCES + ("RestartPolicy",)
+#: `POST /volumes/create`.
+VOLUME_CREATE = ("Name", "Driver", "DriverOpts", "Labels")
 
 
 def canonical_fields(data: bytes, known: tuple[str, ...]) -> dict[str, Any]:

@@ -1,0 +1,252 @@
+"""What a non-admin's container may reach of the host: the gateway's rules, pure.
+
+Membership of the `docker` group is root on a plain Docker host: `-v /:/host`,
+`--privileged` or `--pid host` reach every user's files and processes.  These rules close
+that for everyone but root and the admin group.  Each is a per-user setting
+(`ds01.yaml`: defaults, groups, user_overrides with a reason and an expiry), so an
+exception is written like every other one.
+
+Input is the canonical create body (`engine_json.canonical`: what dockerd will execute)
+and the caller's `Access` (their settings, their home); paths are resolved by the caller
+of these functions (`resolve`: the host's realpath, as dockerd will follow symlinks).
+Output is the body with every bind source replaced by the path it was checked as (so
+no swap between the check and the create changes it), or `Denied` with one sentence
+that names the rule and how to ask for an exception.
+"""
+
+from __future__ import annotations
+
+import copy
+import posixpath
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+#: Never a bind source (nor anything below one), whatever the roots say: the host's
+#: configuration, the engine's and ds01d's state and sockets, the kernel's views.  `/` itself
+#: is never one either.  ds01d's configured state and socket directories are added.
+FORBIDDEN = ("/etc", "/var/lib/docker", "/var/lib/containerd", "/var/lib/ds01", "/run/docker.sock",
+             "/run/ds01-engine", "/run/ds01", "/run/containerd", "/proc", "/sys", "/dev")
+#: Sysctls a container may set (Docker's namespaced list): IPC ones, message queues, and
+#: the network's own (not with the host's network namespace).
+SAFE_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem", "kernel.shmall", "kernel.shmmax",
+                "kernel.shmmni", "kernel.shm_rmid_forced")
+SAFE_SYSCTL_PREFIXES = ("fs.mqueue.", "net.")
+_HOST_MODES = ("PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode")
+_UNCONFINED = ("seccomp", "apparmor", "systempaths", "label")
+
+
+class Denied(ValueError):
+    """A request the rules refuse; str(exc) names the rule and says how to get an exception."""
+
+    def __init__(self, rule: str, what: str):
+        super().__init__(f"{what} ({rule}); ask an admin for an exception (a user_overrides entry with {rule})")
+        self.rule = rule
+
+
+@dataclass(frozen=True)
+class Root:
+    """A directory under which binds are allowed; `read_only`: binds below it are made read-only."""
+
+    path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class Access:
+    """One caller's settings for these rules, their home resolved."""
+
+    home: str
+    allow_privileged: bool = False
+    allow_host_namespaces: bool = False
+    allow_host_network: bool = False
+    bind_roots: tuple[str, ...] = ("~",)
+    volume_drivers: tuple[str, ...] = ("local",)
+    allowed_devices: tuple[str, ...] = ()
+    cap_add: tuple[str, ...] = ()
+    allow_unconfined: bool = False
+    allow_unsafe_sysctls: bool = False
+    forbidden: tuple[str, ...] = ()        # ds01d's own state and socket directories
+
+    def places(self, resolve: Callable[[str], str]) -> Places:
+        roots = []
+        for entry in self.bind_roots:
+            path, _, mode = entry.partition(":")
+            path = self.home if path == "~" else path
+            roots.append(Root(resolve(path), mode == "ro"))
+        return Places(tuple(roots), (*FORBIDDEN, *self.forbidden), resolve)
+
+
+@dataclass(frozen=True)
+class Places:
+    """Where binds may come from (resolved roots), where never, and how paths are resolved."""
+
+    roots: tuple[Root, ...]
+    forbidden: tuple[str, ...]
+    resolve: Callable[[str], str]
+
+
+def judge_create(body: Mapping[str, Any], access: Access, resolve: Callable[[str], str]) -> dict[str, Any]:
+    """The create body to forward, binds pinned to their checked paths; Denied if a rule refuses it."""
+    host = body.get("HostConfig") or {}
+    _namespaces(host, access)
+    _privileges(host, access)
+    _sysctls(host, access)
+    out = copy.deepcopy(dict(body))
+    out_host = out.setdefault("HostConfig", {})
+    places = access.places(resolve)
+    if host.get("Binds"):
+        out_host["Binds"] = [_bind(entry, places) for entry in host["Binds"]]
+    if host.get("Mounts"):
+        out_host["Mounts"] = [_mount(m, places, access) for m in host["Mounts"]]
+    if host.get("VolumeDriver") and host["VolumeDriver"] not in access.volume_drivers:
+        raise Denied("volume_drivers", f"the volume driver {host['VolumeDriver']!r} is not allowed here")
+    return out
+
+
+def judge_exec(body: Mapping[str, Any], access: Access) -> None:
+    """An exec may not be privileged (it would be a privileged process in any container)."""
+    if _truthy(body.get("Privileged")) and not access.allow_privileged:
+        raise Denied("allow_privileged", "a privileged exec is not allowed")
+
+
+def judge_update(body: Mapping[str, Any]) -> None:
+    """`docker update` may change resources, never devices or placement."""
+    for field in ("Devices", "DeviceRequests", "DeviceCgroupRules", "CgroupParent"):
+        if body.get(field):
+            raise Denied("allowed_devices", f"an update may not change {field}")
+
+
+def judge_volume(body: Mapping[str, Any], access: Access, resolve: Callable[[str], str]) -> None:
+    """`volumes/create`: an allowed driver, and a local volume that binds a host path only
+    below the roots (`type=none,o=bind,device=/` is a bind mount by another name)."""
+    driver = body.get("Driver") or "local"
+    if driver not in access.volume_drivers:
+        raise Denied("volume_drivers", f"the volume driver {driver!r} is not allowed here")
+    _local_options(body.get("DriverOpts") or {}, access.places(resolve))
+
+
+def check_binds_at_start(binds: Sequence[str], mounts: Sequence[Mapping[str, Any]], access: Access,
+                         resolve: Callable[[str], str]) -> None:
+    """A container's binds again, before each start: dockerd resolves bind sources at every
+    start, so a directory swapped for a symlink since the create must not get through."""
+    places = access.places(resolve)
+    for entry in binds:
+        _bind(entry, places)
+    for mount in mounts:
+        if mount.get("Type") == "bind":
+            _checked_source(str(mount.get("Source") or ""), places)
+
+
+# ---- the rules ------------------------------------------------------------------------------
+
+
+def _namespaces(host: Mapping[str, Any], access: Access) -> None:
+    for mode in _HOST_MODES:
+        if str(host.get(mode) or "").lower() == "host" and not access.allow_host_namespaces:
+            raise Denied("allow_host_namespaces", f"{mode} host shares the host's namespace")
+    if str(host.get("NetworkMode") or "").lower() == "host" and not access.allow_host_network:
+        raise Denied("allow_host_network", "--network host is not allowed here")
+
+
+def _privileges(host: Mapping[str, Any], access: Access) -> None:
+    if _truthy(host.get("Privileged")) and not access.allow_privileged:
+        raise Denied("allow_privileged", "--privileged is not allowed")
+    allowed = {_cap(c) for c in access.cap_add}
+    for cap in host.get("CapAdd") or []:
+        if _cap(str(cap)) not in allowed:
+            raise Denied("cap_add", f"the capability {_cap(str(cap))} is not allowed")
+    if not access.allow_unconfined:
+        for option in host.get("SecurityOpt") or []:
+            key = str(option).replace(":", "=", 1).split("=", 1)[0].strip().lower()
+            value = str(option).replace(":", "=", 1).partition("=")[2].strip().lower()
+            if key in _UNCONFINED and (key == "seccomp" or value in ("unconfined", "disable")):
+                raise Denied("allow_unconfined", f"--security-opt {option} is not allowed")
+        if host.get("MaskedPaths") is not None or host.get("ReadonlyPaths") is not None:
+            raise Denied("allow_unconfined", "changing the masked and read-only /proc paths is not allowed")
+
+
+def _sysctls(host: Mapping[str, Any], access: Access) -> None:
+    if access.allow_unsafe_sysctls:
+        return
+    for name in host.get("Sysctls") or {}:
+        key = str(name).replace("/", ".")
+        if key in SAFE_SYSCTLS or key.startswith("fs.mqueue."):
+            continue
+        if key.startswith("net.") and str(host.get("NetworkMode") or "").lower() != "host":
+            continue
+        raise Denied("allow_unsafe_sysctls", f"the sysctl {key} is not namespaced to the container")
+
+
+def _bind(entry: Any, places: Places) -> Any:
+    """`src:dst[:opts]`: a host path is checked and pinned; a volume name is left as it is."""
+    if not isinstance(entry, str):
+        return entry
+    source, sep, rest = entry.partition(":")
+    if not source.startswith("/"):
+        return entry              # a named volume
+    target, _, options = rest.partition(":")
+    checked, root = _checked_source(source, places)
+    if root.read_only:
+        flags = [f for f in options.split(",") if f and f not in ("rw", "ro")]
+        options = ",".join([*flags, "ro"])
+    return checked + sep + target + (f":{options}" if options else "")
+
+
+def _mount(mount: Any, places: Places, access: Access) -> Any:
+    if not isinstance(mount, Mapping):
+        return mount
+    kind = str(mount.get("Type") or "")
+    out = dict(mount)
+    if kind == "bind":
+        checked, root = _checked_source(str(mount.get("Source") or ""), places)
+        out["Source"] = checked
+        if root.read_only:
+            out["ReadOnly"] = True
+    elif kind == "volume":
+        config = (mount.get("VolumeOptions") or {}).get("DriverConfig") or {}
+        driver = config.get("Name") or "local"
+        if driver not in access.volume_drivers:
+            raise Denied("volume_drivers", f"the volume driver {driver!r} is not allowed here")
+        _local_options(config.get("Options") or {}, places)
+    elif kind not in ("tmpfs", ""):
+        raise Denied("bind_roots", f"a {kind} mount is not allowed here")
+    return out
+
+
+def _local_options(options: Mapping[str, Any], places: Places) -> None:
+    """The local driver's mount(8) options: a bind (`o=bind`, or `type=none`) of `device`."""
+    kind = str(options.get("type") or "").lower()
+    flags = [f.strip().lower() for f in str(options.get("o") or "").split(",")]
+    if "bind" in flags or "rbind" in flags or kind == "none":
+        _checked_source(str(options.get("device") or ""), places)
+    elif options.get("device") and kind not in ("tmpfs", "nfs", "nfs4", "cifs"):
+        raise Denied("bind_roots", f"a local volume of type {kind or 'unknown'!r} over a device is not allowed")
+
+
+def _checked_source(source: str, places: Places) -> tuple[str, Root]:
+    """The resolved bind source and the root it is below; Denied where none allows it."""
+    if not source.startswith("/"):
+        raise Denied("bind_roots", f"the bind source {source!r} is not an absolute path")
+    real = places.resolve(source)
+    for bad in places.forbidden:
+        if _below(real, bad) or real == "/":
+            raise Denied("bind_roots", f"binding {source} ({real}) is never allowed")
+    for root in places.roots:
+        if _below(real, root.path):
+            return real, root
+    shown = source if real == posixpath.normpath(source) else f"{source} (which is {real})"
+    raise Denied("bind_roots", f"binding {shown} is not allowed: binds must be below your home directory "
+                               "or a shared path of this server")
+
+
+def _below(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _cap(name: str) -> str:
+    upper = name.strip().upper()
+    return upper if upper.startswith("CAP_") or upper == "ALL" else f"CAP_{upper}"
+
+
+def _truthy(value: Any) -> bool:
+    return value is True

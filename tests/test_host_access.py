@@ -1,0 +1,134 @@
+"""The rules that keep a non-admin's container off the host, pure: each refusal names its
+rule; binds are judged where their symlinks lead and forwarded as the path checked."""
+
+from __future__ import annotations
+
+import posixpath
+
+import pytest
+
+from ds01d.rules.host_access import Access, Denied, check_binds_at_start, judge_create, judge_exec, judge_update, \
+    judge_volume
+
+HOME = "/home/alice"
+LINKS = {"/home/alice/etc-link": "/etc", "/home/alice/up": "/home", "/srv/data": "/mnt/data",
+         "/home/alice/bobs": "/home/bob/project"}
+
+
+def resolve(path: str) -> str:
+    """realpath over a made-up tree: LINKS are the symlinks in it."""
+    out = "/"
+    for part in posixpath.normpath(path).split("/")[1:]:
+        out = posixpath.join(out, part)
+        while out in LINKS:
+            out = LINKS[out]
+    return posixpath.normpath(out)
+
+
+ALICE = Access(home=HOME, bind_roots=("~", "/srv/data:ro"))
+
+
+def create(**host):
+    return {"Image": "x", "HostConfig": host}
+
+
+@pytest.mark.parametrize("host,rule", [
+    ({"Privileged": True}, "allow_privileged"),
+    ({"PidMode": "host"}, "allow_host_namespaces"),
+    ({"IpcMode": "host"}, "allow_host_namespaces"),
+    ({"UTSMode": "HOST"}, "allow_host_namespaces"),
+    ({"UsernsMode": "host"}, "allow_host_namespaces"),
+    ({"CgroupnsMode": "host"}, "allow_host_namespaces"),
+    ({"NetworkMode": "host"}, "allow_host_network"),
+    ({"Binds": ["/:/host"]}, "bind_roots"),
+    ({"Binds": ["/etc:/e:ro"]}, "bind_roots"),
+    ({"Binds": ["/home/alice/../../etc:/e"]}, "bind_roots"),
+    ({"Binds": ["/home/alice/etc-link:/e"]}, "bind_roots"),
+    ({"Binds": ["/home/alice/up/bob:/b"]}, "bind_roots"),
+    ({"Binds": ["/home/alice/bobs:/b"]}, "bind_roots"),
+    ({"Binds": ["/var/lib/docker:/d"]}, "bind_roots"),
+    ({"Binds": ["/run/docker.sock:/var/run/docker.sock"]}, "bind_roots"),
+    ({"Binds": ["/run/ds01-engine:/e"]}, "bind_roots"),
+    ({"Binds": ["/var/lib/ds01:/k"]}, "bind_roots"),
+    ({"Binds": ["/proc:/p"]}, "bind_roots"),
+    ({"Binds": ["/sys/kernel:/s"]}, "bind_roots"),
+    ({"Binds": ["/dev:/dev"]}, "bind_roots"),
+    ({"Mounts": [{"Type": "bind", "Source": "/", "Target": "/h"}]}, "bind_roots"),
+    ({"Mounts": [{"Type": "volume", "Target": "/v", "VolumeOptions": {"DriverConfig": {
+        "Name": "local", "Options": {"type": "none", "o": "bind", "device": "/etc"}}}}]}, "bind_roots"),
+    ({"Mounts": [{"Type": "volume", "Target": "/v", "VolumeOptions": {"DriverConfig": {"Name": "sshfs"}}}]},
+     "volume_drivers"),
+    ({"VolumeDriver": "convoy"}, "volume_drivers"),
+    ({"Mounts": [{"Type": "npipe", "Source": "x", "Target": "/x"}]}, "bind_roots"),
+    ({"CapAdd": ["SYS_ADMIN"]}, "cap_add"),
+    ({"CapAdd": ["cap_sys_ptrace"]}, "cap_add"),
+    ({"CapAdd": ["ALL"]}, "cap_add"),
+    ({"SecurityOpt": ["seccomp=unconfined"]}, "allow_unconfined"),
+    ({"SecurityOpt": ["seccomp:unconfined"]}, "allow_unconfined"),
+    ({"SecurityOpt": ['seccomp={"defaultAction":"SCMP_ACT_ALLOW"}']}, "allow_unconfined"),
+    ({"SecurityOpt": ["apparmor=unconfined"]}, "allow_unconfined"),
+    ({"SecurityOpt": ["systempaths=unconfined"]}, "allow_unconfined"),
+    ({"SecurityOpt": ["label=disable"]}, "allow_unconfined"),
+    ({"MaskedPaths": []}, "allow_unconfined"),
+    ({"ReadonlyPaths": []}, "allow_unconfined"),
+    ({"Sysctls": {"kernel.core_pattern": "|/tmp/x"}}, "allow_unsafe_sysctls"),
+    ({"Sysctls": {"kernel/panic": "1"}}, "allow_unsafe_sysctls"),
+    ({"Sysctls": {"net.ipv4.ip_forward": "1"}, "NetworkMode": "host"}, "allow_host_network"),
+])
+def test_ways_to_the_host_are_refused_by_rule(host, rule):
+    with pytest.raises(Denied) as refused:
+        judge_create(create(**host), ALICE, resolve)
+    assert refused.value.rule == rule and rule in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_an_unsafe_sysctl_is_refused_even_with_the_hosts_network_allowed():
+    with pytest.raises(Denied, match="allow_unsafe_sysctls"):
+        judge_create(create(Sysctls={"net.ipv4.ip_forward": "1"}, NetworkMode="host"),
+                     Access(home=HOME, allow_host_network=True), resolve)
+
+
+def test_everyday_containers_pass_with_their_binds_pinned():
+    body = create(Binds=["/home/alice/project:/work", "/srv/data/imagenet:/data", "cache:/cache",
+                         "/home/alice/./notebooks/:/nb:rw", "/srv/data/x:/x:rw,z"],
+                  Mounts=[{"Type": "bind", "Source": "/home/alice/x", "Target": "/x"}, {"Type": "tmpfs", "Target": "/t"},
+                          {"Type": "volume", "Source": "named", "Target": "/v"}],
+                  ShmSize=8 << 30, PortBindings={"8888/tcp": [{"HostPort": "8888"}]}, CapAdd=[],
+                  SecurityOpt=["no-new-privileges"], Sysctls={"net.core.somaxconn": "1024", "kernel.shmmax": "1"})
+    out = judge_create(body, ALICE, resolve)["HostConfig"]
+    assert out["Binds"] == ["/home/alice/project:/work", "/mnt/data/imagenet:/data:ro", "cache:/cache",
+                            "/home/alice/notebooks:/nb:rw", "/mnt/data/x:/x:z,ro"]
+    assert out["Mounts"][0]["Source"] == "/home/alice/x" and out["Mounts"][1] == {"Type": "tmpfs", "Target": "/t"}
+    assert body["HostConfig"]["Binds"][1] == "/srv/data/imagenet:/data"      # the input is untouched
+
+
+def test_exceptions_are_settings():
+    lax = Access(home=HOME, allow_privileged=True, allow_host_namespaces=True, allow_host_network=True,
+                 cap_add=("SYS_PTRACE",), allow_unconfined=True, bind_roots=("~", "/opt"))
+    judge_create(create(Privileged=True, PidMode="host", NetworkMode="host", CapAdd=["sys_ptrace"],
+                        SecurityOpt=["seccomp=unconfined"], Binds=["/opt/tools:/t"]), lax, resolve)
+    with pytest.raises(Denied, match="never allowed"):
+        judge_create(create(Binds=["/etc:/e"]), Access(home=HOME, bind_roots=("/",)), resolve)
+
+
+def test_exec_update_volume_and_start():
+    with pytest.raises(Denied, match="allow_privileged"):
+        judge_exec({"Privileged": True, "Cmd": ["sh"]}, ALICE)
+    judge_exec({"Privileged": False}, ALICE)
+    with pytest.raises(Denied, match="Devices"):
+        judge_update({"Devices": [{"PathOnHost": "/dev/sda"}]})
+    judge_update({"Memory": 1 << 30, "RestartPolicy": {"Name": "always"}})
+    with pytest.raises(Denied, match="bind_roots"):
+        judge_volume({"Name": "v", "DriverOpts": {"type": "none", "o": "bind", "device": "/home/bob"}}, ALICE, resolve)
+    with pytest.raises(Denied, match="volume_drivers"):
+        judge_volume({"Name": "v", "Driver": "rexray"}, ALICE, resolve)
+    judge_volume({"Name": "v", "DriverOpts": {"type": "none", "o": "bind", "device": "/home/alice/d"}}, ALICE, resolve)
+    judge_volume({"Name": "v", "DriverOpts": {"type": "tmpfs", "device": "tmpfs", "o": "size=1g"}}, ALICE, resolve)
+    check_binds_at_start(["/home/alice/project:/w"], [], ALICE, resolve)
+    LINKS["/home/alice/project"] = "/etc"          # swapped for a symlink after the create
+    try:
+        with pytest.raises(Denied, match="bind_roots"):
+            check_binds_at_start(["/home/alice/project:/w"], [], ALICE, resolve)
+        with pytest.raises(Denied, match="bind_roots"):
+            check_binds_at_start([], [{"Type": "bind", "Source": "/home/alice/project", "RW": True}], ALICE, resolve)
+    finally:
+        del LINKS["/home/alice/project"]

@@ -1,0 +1,210 @@
+"""Docker without root: every known way from a container to the host, tried by an ordinary
+docker-group user through the real docker CLI and the raw API, is refused with its rule's
+sentence; everyday workloads are admitted.  The counts are the issue's figures."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.gateway_box import CONFIG, PEER, SERVICE, STANDARD, UID, GatewayBox
+from tests.nvml_scenarios import whole_gpu, write
+from tests.service import Service
+
+pytestmark = pytest.mark.box
+IMAGE = "busybox:local"
+RAW_HTTP = "/run/ds01-checkout/tests/tools/raw_http.py"
+
+
+@pytest.fixture(scope="module")
+def env(box):
+    shared = Path(box.run_dir) / "shared-data"
+    (shared / "imagenet").mkdir(parents=True, exist_ok=True)
+    (shared / "imagenet" / "train.txt").write_text("cat\n")
+    config = CONFIG.replace("defaults: {", f'defaults: {{bind_roots: ["~", "{shared}:ro"], ') \
+        .replace("max_containers: 6", "max_containers: 20")
+    svc = Service(box, config, fake_nvml=True)
+    write(svc.nvml_scenario, [whole_gpu(0)])
+    svc.reset(config)
+    gw = GatewayBox(box, str(svc.config_path))
+    gw.switch("enable")
+    svc.start()
+    home = gw.home
+    for name in ("project", "data", "notebooks"):
+        (home / name).mkdir(exist_ok=True)
+        os.chown(home / name, UID, UID)
+    (home / "project" / "Dockerfile").write_text(f"FROM {IMAGE}\n")
+    for link, target in (("etc-link", "/etc"), ("peer-link", str(Path(box.run_dir) / f"{PEER}-home"))):
+        if not (home / link).is_symlink():
+            os.symlink(target, home / link)
+    yield gw, svc, shared
+    box.run(["systemctl", "kill", SERVICE], check=False)
+    gw.switch("disable")
+    svc.stop()
+
+
+def raw(gw, method: str, target: str, body: bytes | str = b"") -> tuple[int, str]:
+    data = body.encode() if isinstance(body, str) else body
+    request = (f"{method} {target} HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nConnection: close\r\n"
+               f"Content-Length: {len(data)}\r\n\r\n").encode() + data
+    out = gw.as_user("python3", RAW_HTTP, STANDARD, input=request.decode("latin-1")).stdout
+    return int(out.split()[1]), out
+
+
+H = "{home}"
+#: (what, how, the rule its sentence names).  `how`: docker CLI arguments, or ("raw", method, target, body).
+ESCAPES = [
+    ("privileged", ["run", "--rm", "--privileged", IMAGE, "true"], "allow_privileged"),
+    ("host pid", ["run", "--rm", "--pid", "host", IMAGE, "true"], "allow_host_namespaces"),
+    ("host ipc", ["run", "--rm", "--ipc", "host", IMAGE, "true"], "allow_host_namespaces"),
+    ("host uts", ["run", "--rm", "--uts", "host", IMAGE, "true"], "allow_host_namespaces"),
+    ("host userns", ["run", "--rm", "--userns", "host", IMAGE, "true"], "allow_host_namespaces"),
+    ("host cgroupns", ["run", "--rm", "--cgroupns", "host", IMAGE, "true"], "allow_host_namespaces"),
+    ("host network", ["run", "--rm", "--network", "host", IMAGE, "true"], "allow_host_network"),
+    ("bind /", ["run", "--rm", "-v", "/:/host", IMAGE, "true"], "bind_roots"),
+    ("bind /etc", ["run", "--rm", "-v", "/etc:/e:ro", IMAGE, "true"], "bind_roots"),
+    ("bind via ..", ["run", "--rm", "-v", f"{H}/../../../../etc:/e", IMAGE, "true"], "bind_roots"),
+    ("symlink out of home", ["run", "--rm", "-v", f"{H}/etc-link:/e", IMAGE, "true"], "bind_roots"),
+    ("symlink to another home", ["run", "--rm", "-v", f"{H}/peer-link:/p", IMAGE, "true"], "bind_roots"),
+    ("another user's home", ["run", "--rm", "-v", f"{H}/../gwpeer-home:/p", IMAGE, "true"], "bind_roots"),
+    ("docker's state", ["run", "--rm", "-v", "/var/lib/docker:/d", IMAGE, "true"], "bind_roots"),
+    ("docker socket", ["run", "--rm", "-v", "/run/docker.sock:/var/run/docker.sock", IMAGE, "true"], "bind_roots"),
+    ("engine socket", ["run", "--rm", "-v", "/run/ds01-engine:/e", IMAGE, "true"], "bind_roots"),
+    ("ds01d socket", ["run", "--rm", "-v", "/run/ds01:/s", IMAGE, "true"], "bind_roots"),
+    ("/proc", ["run", "--rm", "-v", "/proc:/p", IMAGE, "true"], "bind_roots"),
+    ("/sys", ["run", "--rm", "-v", "/sys:/s", IMAGE, "true"], "bind_roots"),
+    ("/dev", ["run", "--rm", "-v", "/dev:/dev", IMAGE, "true"], "bind_roots"),
+    ("mount bind /", ["run", "--rm", "--mount", "type=bind,src=/,dst=/h", IMAGE, "true"], "bind_roots"),
+    ("volume-opt bind", ["run", "--rm", "--mount", "type=volume,dst=/x,volume-opt=type=none,volume-opt=o=bind,"
+                         "volume-opt=device=/etc", IMAGE, "true"], "bind_roots"),
+    ("volume create bind", ["volume", "create", "-o", "type=none", "-o", "o=bind", "-o", "device=/", "rootvol"],
+     "bind_roots"),
+    ("volume plugin", ["volume", "create", "--driver", "vieux/sshfs", "pluginvol"], "volume_drivers"),
+    ("cap SYS_ADMIN", ["run", "--rm", "--cap-add", "SYS_ADMIN", IMAGE, "true"], "cap_add"),
+    ("cap ALL", ["run", "--rm", "--cap-add", "ALL", IMAGE, "true"], "cap_add"),
+    ("seccomp", ["run", "--rm", "--security-opt", "seccomp=unconfined", IMAGE, "true"], "allow_unconfined"),
+    ("apparmor", ["run", "--rm", "--security-opt", "apparmor=unconfined", IMAGE, "true"], "allow_unconfined"),
+    ("systempaths", ["run", "--rm", "--security-opt", "systempaths=unconfined", IMAGE, "true"], "allow_unconfined"),
+    ("raw: host sysctl", ("raw", "POST", "/v1.41/containers/create",     # (the CLI refuses it itself)
+                          '{"Image": "busybox:local", "HostConfig": {"Sysctls": {"kernel.core_pattern": "|/x"}}}'),
+     "allow_unsafe_sysctls"),
+    ("device", ["run", "--rm", "--device", "/dev/fuse", IMAGE, "true"], "allowed_devices"),
+    ("build host network", ["build", "--network", "host", "-q", f"{H}/project"], "allow_host_network"),
+    ("raw: top-level Binds", ("raw", "POST", "/v1.41/containers/create",
+                              '{"Image": "busybox:local", "Binds": ["/:/host"]}'), "bind_roots"),
+    ("raw: lower-case keys", ("raw", "POST", "/v1.41/containers/create",
+                              '{"Image": "busybox:local", "hostconfig": {"privileged": true}}'), "allow_privileged"),
+    ("raw: duplicate key", ("raw", "POST", "/v1.41/containers/create",
+                            '{"Image": "busybox:local", "HostConfig": {"Privileged": false, "Privileged": true}}'),
+     "allow_privileged"),
+    ("raw: old API version", ("raw", "POST", "/v1.24/containers/create",
+                              '{"Image": "busybox:local", "HostConfig": {"Binds": ["/etc:/e"]}}'), "bind_roots"),
+    ("raw: encoded path", ("raw", "POST", "/v1.41/containers%2Fcreate",
+                           '{"Image": "busybox:local", "HostConfig": {"PidMode": "host"}}'), "allow_host_namespaces"),
+    ("raw: unmasked /proc", ("raw", "POST", "/v1.41/containers/create",
+                             '{"Image": "busybox:local", "HostConfig": {"MaskedPaths": [], "ReadonlyPaths": []}}'),
+     "allow_unconfined"),
+]
+
+
+def attempt(gw, how, home: Path) -> tuple[bool, str]:
+    """(refused, what the user saw)."""
+    if how[0] == "raw":
+        code, out = raw(gw, how[1], how[2], how[3].replace(H, str(home)))
+        return code == 403, out
+    done = gw.docker(*[a.replace(H, str(home)) for a in how], check=False, timeout=120)
+    return done.returncode != 0, done.stderr
+
+
+def test_every_way_to_the_host_is_refused_with_its_rule(env):
+    gw, _, _ = env
+    refused = []
+    for what, how, rule in ESCAPES:
+        got, said = attempt(gw, how, gw.home)
+        if got and f"({rule}); ask an admin for an exception" in said:
+            refused.append(what)
+        else:
+            print(f"NOT REFUSED AS EXPECTED: {what}: {said[-300:]}")
+    print(f"escape attempts refused: {len(refused)} / {len(ESCAPES)}")
+    assert len(ESCAPES) >= 25 and len(refused) == len(ESCAPES)
+
+
+def test_a_privileged_exec_into_ones_own_container(env, box_cleanup):
+    gw, _, _ = env
+    name = box_cleanup.unique("access-exec")
+    gw.docker("run", "-d", "--name", name, IMAGE, "sleep", "600")
+    refused = gw.docker("exec", "--privileged", name, "true", check=False)
+    assert refused.returncode != 0 and "(allow_privileged)" in refused.stderr
+    assert gw.docker("exec", name, "echo", "plain").stdout.strip() == "plain"
+
+
+def test_a_bind_swapped_for_a_symlink_after_the_create_is_refused_at_start(env, box_cleanup):
+    gw, _, _ = env
+    name = box_cleanup.unique("access-swap")
+    victim = gw.home / "swap"
+    victim.mkdir(exist_ok=True)
+    os.chown(victim, UID, UID)
+    gw.docker("create", "--name", name, "-v", f"{victim}:/d", IMAGE, "ls", "/d")
+    victim.rmdir()
+    os.symlink("/etc", victim)
+    try:
+        refused = gw.docker("start", name, check=False)
+        assert refused.returncode != 0 and "(bind_roots)" in refused.stderr and "/etc" in refused.stderr
+        assert gw.direct("inspect", "-f", "{{.State.Status}}", name).stdout.strip() == "created"
+    finally:
+        victim.unlink()
+
+
+def test_everyday_workloads_are_admitted(env, box_cleanup):
+    gw, svc, shared = env
+    home = gw.home
+    project = home / "door-compose"
+    project.mkdir(exist_ok=True)
+    (project / "docker-compose.yml").write_text(
+        f'version: "3"\nservices:\n  app:\n    image: {IMAGE}\n    command: sleep 600\n'
+        f'    volumes: ["./:/work", "cache:/cache", "{shared}/imagenet:/data"]\nvolumes:\n  cache: {{}}\n')
+    os.chown(project, UID, UID)
+    mount = json.dumps({"Image": IMAGE, "Cmd": ["sleep", "600"], "Labels": {"devcontainer.local_folder": str(home)},
+                        "HostConfig": {"Mounts": [{"Type": "bind", "Source": f"{home}/project",
+                                                   "Target": "/workspaces/project"}]}})
+    workloads = [
+        ("bind the home", ["run", "-d", "-v", f"{home}:/home/me", IMAGE, "sleep", "600"]),
+        ("a project dir", ["run", "-d", "-v", f"{home}/project:/work", "-w", "/work", IMAGE, "sleep", "600"]),
+        ("shared data, read-only", ["run", "-d", "-v", f"{shared}/imagenet:/data", IMAGE, "sleep", "600"]),
+        ("--gpus", ["run", "-d", "--gpus", "1", IMAGE, "sleep", "600"]),
+        ("--shm-size", ["run", "-d", "--shm-size", "8g", IMAGE, "sleep", "600"]),
+        ("-p 8888:8888", ["run", "-d", "-p", "8888:8888", IMAGE, "sleep", "600"]),
+        ("named volume and tmpfs", ["run", "-d", "-v", "cache:/cache", "--tmpfs", "/t", IMAGE, "sleep", "600"]),
+        ("--user", ["run", "-d", "--user", "2701:2701", IMAGE, "sleep", "600"]),
+        ("a namespaced sysctl", ["run", "-d", "--sysctl", "net.core.somaxconn=1024", IMAGE, "sleep", "600"]),
+        ("no-new-privileges", ["run", "-d", "--security-opt", "no-new-privileges", IMAGE, "sleep", "600"]),
+    ]
+    admitted = []
+    created: list[str] = []
+    for what, args in workloads:
+        name = box_cleanup.unique("access-ok")
+        done = gw.docker(*args[:2], "--name", name, *args[2:], check=False, timeout=120)
+        if done.returncode == 0:
+            admitted.append(what)
+            created.append(name)
+        else:
+            print(f"NOT ADMITTED: {what}: {done.stderr[-300:]}")
+        if what == "--gpus" and done.returncode == 0:
+            gw.docker("rm", "-f", name)          # one GPU in the box
+    name = box_cleanup.unique("access-devc")
+    code, out = raw(gw, "POST", f"/v1.41/containers/create?name={name}", mount)
+    (admitted if code == 201 else []).append("a dev container with a workspace mount")
+    compose = gw.as_user("sh", "-c", f"cd {project} && docker-compose -p accessproj up -d", timeout=120, check=False)
+    try:
+        (admitted if compose.returncode == 0 else []).append("compose with volumes")
+        print(f"everyday workloads admitted: {len(admitted)} / {len(workloads) + 2}")
+        assert len(admitted) == len(workloads) + 2, compose.stderr
+        ro = json.loads(gw.direct("inspect", "-f", "{{json .Mounts}}", created[2]).stdout)
+        assert [(m["Source"], m["RW"]) for m in ro] == [(f"{shared}/imagenet", False)]   # made read-only
+    finally:
+        gw.as_user("sh", "-c", f"cd {project} && docker-compose -p accessproj down -v", timeout=120, check=False)
+        for volume in ("cache",):
+            gw.direct("volume", "rm", "-f", volume, check=False)
