@@ -119,3 +119,13 @@ def test_joined_containers_are_named_by_the_id_they_were_checked_as():
     assert out["HostConfig"] == {"VolumesFrom": ["ID1:ro"], "Links": ["ID2:alias"], "NetworkMode": "container:ID3",
                                  "PidMode": "host"}
     assert body["HostConfig"]["VolumesFrom"] == ["data:ro"]          # the input is not changed
+
+
+def test_named_volumes_of_a_create():
+    body = {"HostConfig": {"Binds": ["cache:/c", "/home/a:/h", "data:/d:ro"],
+                           "Mounts": [{"Type": "volume", "Source": "opt", "Target": "/o"},
+                                      {"Type": "volume", "Target": "/anon"}, {"Type": "bind", "Source": "/x"}]}}
+    assert door.named_volumes(body) == ["cache", "data", "opt"]
+    assert door.plain_volume_names(body) == ["cache", "data"]
+    assert door.route("DELETE", "/volumes/v1", "") == door.OnVolume("v1")
+    assert door.route("POST", "/volumes/create", "") == door.VolumeCreate()

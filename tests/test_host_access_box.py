@@ -208,3 +208,24 @@ def test_everyday_workloads_are_admitted(env, box_cleanup):
         gw.as_user("sh", "-c", f"cd {project} && docker-compose -p accessproj down -v", timeout=120, check=False)
         for volume in ("cache",):
             gw.direct("volume", "rm", "-f", volume, check=False)
+
+
+def test_named_volumes_are_their_makers(env, box_cleanup):
+    """A volume made through the gateway (explicitly, or by `-v name:/x`) is labelled as its
+    maker's; another user can neither mount nor remove it."""
+    gw, _, _ = env
+    from tests.gateway_box import PEER_UID
+    try:
+        gw.docker("volume", "create", "--label", "ds01.uid=2702", "made-vol")
+        gw.docker("run", "--rm", "-v", "auto-vol:/x", IMAGE, "true")
+        for volume in ("made-vol", "auto-vol"):
+            labels = json.loads(gw.direct("volume", "inspect", "-f", "{{json .Labels}}", volume).stdout)
+            assert (labels["ds01.uid"], labels["ds01.user"]) == ("2701", "gwuser")
+            for args in (["run", "--rm", "-v", f"{volume}:/x", IMAGE, "true"],
+                         ["run", "--rm", "--mount", f"type=volume,src={volume},dst=/x", IMAGE, "true"],
+                         ["volume", "rm", volume]):
+                refused = gw.docker(*args, check=False, uid=PEER_UID)
+                assert refused.returncode != 0 and f"the volume {volume} is gwuser's" in refused.stderr, args
+        gw.docker("run", "--rm", "-v", "made-vol:/x", IMAGE, "true")          # its maker may
+    finally:
+        gw.direct("volume", "rm", "-f", "made-vol", "auto-vol", check=False)

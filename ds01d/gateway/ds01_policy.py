@@ -102,6 +102,8 @@ class Ds01Policy:
             return await self.on_container(caller, head, route, body)
         if isinstance(route, door.VolumeCreate):
             return self.volume_create(caller, body)
+        if isinstance(route, door.OnVolume):
+            return await self.own_volume(caller, route.name) or Forward()
         if isinstance(route, door.OnExec):
             return await self.on_exec(caller, route.exec_id)
         if isinstance(route, door.Commit):
@@ -190,9 +192,34 @@ class Ds01Policy:
         return verdict
 
     def volume_create(self, caller: Caller, body: bytes) -> Verdict:
+        """An allowed volume, labelled as the caller's (whatever `ds01.` labels it brought)."""
         fields = canonical_fields(body, VOLUME_CREATE)
         judge_volume(fields, self.settings.access(caller.user, caller.uid), os.path.realpath)
+        labels = fields.get("Labels") if isinstance(fields.get("Labels"), dict) else {}
+        fields["Labels"] = {**{k: v for k, v in labels.items() if not str(k).startswith("ds01.")},
+                            "ds01.uid": str(caller.uid), "ds01.user": caller.user}
         return Forward(body=encode(fields))
+
+    async def own_volume(self, caller: Caller, name: str, create: bool = False) -> Refuse | None:
+        """None where the caller may use or remove the volume `name`: theirs, unlabelled (made
+        before the gateway, or by an admin: shared), or not there yet (`create`: made now,
+        labelled as theirs)."""
+        answer = await call(self.engine_path, "GET", f"/volumes/{quote(name, safe='')}", timeout=30)
+        if answer.status == 404 and create:
+            # dockerd would make it unlabelled, for anyone to mount: made here as the caller's
+            await call(self.engine_path, "POST", "/volumes/create", timeout=30, body={
+                "Name": name, "Labels": {"ds01.uid": str(caller.uid), "ds01.user": caller.user}})
+            return None
+        if answer.status != 200 or not isinstance(answer.doc, dict):
+            return None
+        labels = answer.doc.get("Labels") if isinstance(answer.doc.get("Labels"), dict) else {}
+        uid = labels.get("ds01.uid")
+        if uid is None or uid == str(caller.uid):
+            return None
+        if not self.settings.daemon.show_other_users:
+            return Refuse(404, f"get {name}: no such volume")
+        return Refuse(403, f"the volume {name} is {labels.get('ds01.user') or 'another user'}'s; only its owner "
+                           "and admins may use it")
 
     async def on_exec(self, caller: Caller, exec_id: str) -> Verdict:
         inspect = await self.inspect("exec", exec_id)
@@ -286,6 +313,10 @@ class Ds01Policy:
             ids[ref] = found
         body = door.joined_by_id(body, ids)   # no rename while this create waits can change what it joins
         body = judge_create(body, self.settings.access(caller.user, caller.uid), os.path.realpath)
+        for name in door.named_volumes(body):
+            refused = await self.own_volume(caller, name, create=name in door.plain_volume_names(body))
+            if refused is not None:
+                return refused
         admitted = await self.admit(caller)
         if isinstance(admitted, Refuse):
             return admitted

@@ -80,6 +80,13 @@ class VolumeCreate:
 
 
 @dataclass(frozen=True)
+class OnVolume:
+    """`DELETE /volumes/{name}`: only one's own (or an unlabelled, shared) volume."""
+
+    name: str
+
+
+@dataclass(frozen=True)
 class Unrouted:
     """A path the gateway will not forward for a non-admin: `why` is the one sentence."""
 
@@ -97,7 +104,7 @@ class Elsewhere:
 
 
 Route = Create | ListContainers | Prune | OnContainer | OnExec | Commit | NetworkConnect | Build | VolumeCreate | \
-    Unrouted | Elsewhere
+    OnVolume | Unrouted | Elsewhere
 
 
 def route(method: str, path: str, query: str) -> Route:
@@ -125,6 +132,8 @@ def route(method: str, path: str, query: str) -> Route:
         return Build()
     if parts == ["volumes", "create"] and method == "POST":
         return VolumeCreate()
+    if len(parts) >= 2 and parts[0] == "volumes" and parts[1] and method == "DELETE":
+        return OnVolume("/".join(parts[1:]))
     if method != "GET" and method != "HEAD" and (parts[0] in ADMIN_ONLY_ROOTS or parts == ["volumes", "prune"]):
         what = "pruning volumes removes other users' volumes" if parts[0] == "volumes" else \
             f"{parts[0]} change the whole engine"
@@ -196,6 +205,21 @@ def joined_by_id(body: Mapping[str, Any], ids: Mapping[str, str]) -> dict[str, A
         if isinstance(value, str) and value.startswith("container:"):
             host[mode] = "container:" + ids.get(value.split(":", 1)[1], value.split(":", 1)[1])
     return {**body, "HostConfig": host}
+
+
+def plain_volume_names(body: Mapping[str, Any]) -> list[str]:
+    """Named volumes of `-v name:/x` form: dockerd makes them, with no options, when missing."""
+    host = body.get("HostConfig") or {}
+    return [b.split(":", 1)[0] for b in host.get("Binds") or [] if isinstance(b, str) and b and not b.startswith("/")]
+
+
+def named_volumes(body: Mapping[str, Any]) -> list[str]:
+    """The named volumes a canonical create body mounts (`-v name:/x`, `--mount type=volume`)."""
+    host = body.get("HostConfig") or {}
+    names = plain_volume_names(body)
+    names += [str(m["Source"]) for m in host.get("Mounts") or []
+              if isinstance(m, Mapping) and str(m.get("Type") or "") == "volume" and m.get("Source")]
+    return names
 
 
 def listed_owner(entry: Mapping[str, Any], admitted: Callable[[Mapping[str, str]], str | None],
