@@ -132,3 +132,35 @@ def test_exec_update_volume_and_start():
             check_binds_at_start([], [{"Type": "bind", "Source": "/home/alice/project", "RW": True}], ALICE, resolve)
     finally:
         del LINKS["/home/alice/project"]
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"Image":"x","HostConfig":{"Mounts":[{"type":"bind","source":"/","target":"/host"}]}}',
+    b'{"Image":"x","HostConfig":{"Mounts":[{"Type":"bind","Source":"/home/alice","source":"/","Target":"/h"}]}}',
+    b'{"Image":"x","HostConfig":{"Mounts":[{"Type":"tmpfs","type":"bind","Source":"/","Target":"/h"}]}}',
+    b'{"Image":"x","HostConfig":{"Mounts":[{"Type":"volume","Source":"v","Target":"/h","volumeoptions":'
+    b'{"driverconfig":{"options":{"type":"none","o":"bind","device":"/"}}}}]}}',
+    b'{"Image":"x","HostConfig":{"Mounts":[{"Type":"volume","Source":"v","Target":"/h","VolumeOptions":'
+    b'{"DriverConfig":{"name":"sshfs"}}}]}}',
+])
+def test_mounts_are_read_with_gos_key_matching(raw):
+    """Mount keys match whatever their case and the later duplicate wins, as in Go."""
+    from ds01d.rules.engine_json import canonical
+    with pytest.raises(Denied):
+        judge_create(canonical(raw), ALICE, resolve)
+
+
+def test_a_read_only_root_cannot_be_made_writable_by_a_later_key():
+    from ds01d.rules.engine_json import canonical
+    body = canonical(b'{"Image":"x","HostConfig":{"Mounts":[{"Type":"bind","Source":"/srv/data/x","Target":"/d",'
+                     b'"ReadOnly":true,"readonly":false}]}}')
+    assert judge_create(body, ALICE, resolve)["HostConfig"]["Mounts"][0]["ReadOnly"] is True
+
+
+def test_a_source_that_cannot_be_followed_is_refused_not_guessed():
+    def unreadable(path: str) -> str:
+        if path.startswith("/home/alice/private"):
+            raise PermissionError(13, "Permission denied")
+        return resolve(path)
+    with pytest.raises(Denied, match="cannot be checked \\(Permission denied\\)"):
+        judge_create(create(Binds=["/home/alice/private/r:/host"]), ALICE, unreadable)

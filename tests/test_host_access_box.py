@@ -229,3 +229,35 @@ def test_named_volumes_are_their_makers(env, box_cleanup):
         gw.docker("run", "--rm", "-v", "made-vol:/x", IMAGE, "true")          # its maker may
     finally:
         gw.direct("volume", "rm", "-f", "made-vol", "auto-vol", check=False)
+
+
+def test_symlinks_are_followed_through_private_directories_and_volume_folders_again(env, box_cleanup):
+    """A symlink to / inside a 0700 directory is seen (the gateway may read it); a local
+    volume's folder swapped for a symlink after the create is refused at start and restart."""
+    gw, _, _ = env
+    private = gw.home / "private"
+    private.mkdir(mode=0o700, exist_ok=True)
+    os.chown(private, UID, UID)
+    link = private / "r"
+    if not link.is_symlink():
+        os.symlink("/", link)
+    refused = gw.docker("run", "--rm", "-v", f"{link}:/host", IMAGE, "true", check=False)
+    assert refused.returncode == 125 and "(bind_roots)" in refused.stderr
+    folder = gw.home / "volfolder"
+    folder.mkdir(exist_ok=True)
+    os.chown(folder, UID, UID)
+    name = box_cleanup.unique("access-volswap")
+    try:
+        gw.docker("volume", "create", "-o", "type=none", "-o", "o=bind", "-o", f"device={folder}", "bindvol")
+        gw.docker("run", "-d", "--name", name, "-v", "bindvol:/v", IMAGE, "sleep", "600")
+        gw.docker("stop", "-t", "0", name)
+        folder.rmdir()
+        os.symlink("/etc", folder)
+        for verb in ("start", "restart"):
+            refused = gw.docker(verb, name, check=False)
+            assert refused.returncode != 0 and "(bind_roots)" in refused.stderr, (verb, refused.stderr)
+    finally:
+        gw.direct("rm", "-f", name, check=False)
+        gw.direct("volume", "rm", "-f", "bindvol", check=False)
+        if folder.is_symlink():
+            folder.unlink()

@@ -178,10 +178,8 @@ class Ds01Policy:
         verdict = Forward(target=_target(head, f"/containers/{inspect['Id']}{route.rest}", head.query))
         if head.method != "POST":
             return verdict
-        if route.rest == "/start":      # dockerd resolves bind sources again at every start
-            host = inspect.get("HostConfig") or {}
-            check_binds_at_start(host.get("Binds") or [], inspect.get("Mounts") or [],
-                                 self.settings.access(caller.user, caller.uid), os.path.realpath)
+        if route.rest in ("/start", "/restart"):   # dockerd resolves bind sources again at every start
+            await self.binds_again(caller, inspect)
         elif route.rest in ("/exec", "/update"):   # forwarded as read: what was judged is what runs
             fields = canonical_fields(body, EXEC_CONFIG if route.rest == "/exec" else UPDATE_CONFIG)
             if route.rest == "/exec":
@@ -191,10 +189,24 @@ class Ds01Policy:
             return dataclasses.replace(verdict, body=encode(fields))
         return verdict
 
+    async def binds_again(self, caller: Caller, inspect: Mapping[str, Any]) -> None:
+        """The container's binds, and the folders its local volumes bind, where they lead now
+        (a directory swapped for a symlink since the create must not get through)."""
+        access = self.settings.access(caller.user, caller.uid)
+        host = inspect.get("HostConfig") or {}
+        mounts = inspect.get("Mounts") or []
+        check_binds_at_start(host.get("Binds") or [], mounts, access, real_path)
+        for mount in mounts:
+            if isinstance(mount, dict) and mount.get("Type") == "volume" and mount.get("Name"):
+                answer = await call(self.engine_path, "GET", f"/volumes/{quote(str(mount['Name']), safe='')}")
+                if answer.status == 200 and isinstance(answer.doc, dict):
+                    judge_volume({"Driver": answer.doc.get("Driver"), "DriverOpts": answer.doc.get("Options") or {}},
+                                 access, real_path)
+
     def volume_create(self, caller: Caller, body: bytes) -> Verdict:
         """An allowed volume, labelled as the caller's (whatever `ds01.` labels it brought)."""
         fields = canonical_fields(body, VOLUME_CREATE)
-        judge_volume(fields, self.settings.access(caller.user, caller.uid), os.path.realpath)
+        judge_volume(fields, self.settings.access(caller.user, caller.uid), real_path)
         labels = fields.get("Labels") if isinstance(fields.get("Labels"), dict) else {}
         fields["Labels"] = {**{k: v for k, v in labels.items() if not str(k).startswith("ds01.")},
                             "ds01.uid": str(caller.uid), "ds01.user": caller.user}
@@ -312,7 +324,7 @@ class Ds01Policy:
                 return found
             ids[ref] = found
         body = door.joined_by_id(body, ids)   # no rename while this create waits can change what it joins
-        body = judge_create(body, self.settings.access(caller.user, caller.uid), os.path.realpath)
+        body = judge_create(body, self.settings.access(caller.user, caller.uid), real_path)
         for name in door.named_volumes(body):
             refused = await self.own_volume(caller, name, create=name in door.plain_volume_names(body))
             if refused is not None:
@@ -358,6 +370,13 @@ class Ds01Policy:
             if status != 201:
                 await self.daemon.free(allocation_id)
         return answered
+
+
+def real_path(path: str) -> str:
+    """Where a path leads on the host, every symlink followed; OSError where a component is
+    missing or cannot be read (the non-strict realpath would take it for a plain directory
+    and miss a symlink inside it)."""
+    return os.path.realpath(path, strict=True)
 
 
 def _has_body(head: RequestHead) -> bool:

@@ -50,7 +50,17 @@ WRAPPER = ("HostConfig", "NetworkingConfig")
 
 #: Object-valued fields whose own keys are struct fields too (the rest are maps: Labels,
 #: Sysctls... keep their keys exactly).
-_NESTED: dict[str, tuple[str, ...]] = {"DeviceRequests": _DEVICE_REQUEST, "Devices": _DEVICE_MAPPING}
+_NESTED: dict[str, tuple[str, ...]] = {
+    "DeviceRequests": _DEVICE_REQUEST, "Devices": _DEVICE_MAPPING,
+    # mount.Mount and its options: `{"type": "bind", "source": "/"}` is a bind of / to Go
+    "Mounts": ("Type", "Source", "Target", "ReadOnly", "Consistency", "BindOptions", "VolumeOptions", "TmpfsOptions"),
+    "BindOptions": ("Propagation", "NonRecursive"),
+    "VolumeOptions": ("NoCopy", "Labels", "DriverConfig"),
+    "DriverConfig": ("Name", "Options"),
+    "TmpfsOptions": ("SizeBytes", "Mode"),
+    "RestartPolicy": ("Name", "MaximumRetryCount"),
+    "LogConfig": ("Type", "Config"),
+}
 
 
 class _Pairs(list):
@@ -135,7 +145,9 @@ def _struct(pairs: list[tuple[str, Any]], known: tuple[str, ...]) -> dict[str, A
     out: dict[str, Any] = {}
     for name, value in fields.items():
         nested = _NESTED.get(name)
-        if nested is not None and isinstance(value, list):
+        if nested is not None and isinstance(value, _Pairs):      # (a _Pairs is a list too: first)
+            out[name] = _struct(value, nested)
+        elif nested is not None and isinstance(value, list):
             out[name] = [_struct(item, nested) if isinstance(item, _Pairs) else _plain(item) for item in value]
         else:
             out[name] = _plain(value)

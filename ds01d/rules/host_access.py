@@ -8,7 +8,8 @@ exception is written like every other one.
 
 Input is the canonical create body (`engine_json.canonical`: what dockerd will execute)
 and the caller's `Access` (their settings, their home); paths are resolved by the caller
-of these functions (`resolve`: the host's realpath, as dockerd will follow symlinks).
+of these functions (`resolve`: the host's strict realpath, as dockerd will follow
+symlinks; an OSError, for a path that is not there or cannot be read, refuses the bind).
 Output is the body with every bind source replaced by the path it was checked as (so
 no swap between the check and the create changes it), or `Denied` with one sentence
 that names the rule and how to ask for an exception.
@@ -72,7 +73,10 @@ class Access:
         for entry in self.bind_roots:
             path, _, mode = entry.partition(":")
             path = self.home if path == "~" else path
-            roots.append(Root(resolve(path), mode == "ro"))
+            try:
+                roots.append(Root(resolve(path), mode == "ro"))
+            except OSError:
+                continue        # a root that is not there allows nothing (check-config warns of it)
         return Places(tuple(roots), (*FORBIDDEN, *self.forbidden), resolve)
 
 
@@ -208,8 +212,8 @@ def _mount(mount: Any, places: Places, access: Access) -> Any:
         if driver not in access.volume_drivers:
             raise Denied("volume_drivers", f"the volume driver {driver!r} is not allowed here")
         _local_options(config.get("Options") or {}, places)
-    elif kind not in ("tmpfs", ""):
-        raise Denied("bind_roots", f"a {kind} mount is not allowed here")
+    elif kind != "tmpfs":
+        raise Denied("bind_roots", f"a mount of type {kind or '(none)'!r} is not allowed here")
     return out
 
 
@@ -227,7 +231,11 @@ def _checked_source(source: str, places: Places) -> tuple[str, Root]:
     """The resolved bind source and the root it is below; Denied where none allows it."""
     if not source.startswith("/"):
         raise Denied("bind_roots", f"the bind source {source!r} is not an absolute path")
-    real = places.resolve(source)
+    try:
+        real = places.resolve(source)
+    except OSError as exc:   # not there, or a directory on the way that cannot be read: not judged, refused
+        raise Denied("bind_roots", f"the bind source {source} cannot be checked ({exc.strerror or exc}); "
+                                   "it must exist") from None
     for bad in places.forbidden:
         if _below(real, bad) or real == "/":
             raise Denied("bind_roots", f"binding {source} ({real}) is never allowed")
