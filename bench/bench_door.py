@@ -25,15 +25,15 @@ from tests.box import Box
 from tests.gateway_box import CONFIG, ENGINE, STANDARD, GatewayBox
 from tests.service import Service
 
-CLIENT = "/run/ds01-checkout/bench/door_client.py"
+CHECKOUT = "/run/ds01-checkout"   # the checkout as the box sees it
 
 
 def measure(gw: GatewayBox, as_user: bool, tag: str, n: int) -> dict[str, float]:
-    argv = [gw.box.python, CLIENT, STANDARD if as_user else ENGINE, tag, str(n)]
+    argv = [gw.box.python, "-m", "bench.door_client", STANDARD if as_user else ENGINE, tag, str(n)]
     if as_user:
-        out = gw.as_user(*argv, timeout=600).stdout
+        out = gw.as_user(*argv, timeout=600, PYTHONPATH=CHECKOUT).stdout
     else:
-        out = gw.box.run(argv, timeout=600).stdout
+        out = gw.box.run(argv, timeout=600, env={"PYTHONPATH": CHECKOUT}).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 

@@ -16,7 +16,6 @@ median of --runs runs, gateway and direct alternating within a run:
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import socket
@@ -26,33 +25,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from bench.engine_api import UnixHTTP, call
 from tests.box import Box
 from tests.gateway_box import ENGINE, STANDARD, GatewayBox
 
 IMAGE = "busybox:local"
-
-
-class UnixHTTP(http.client.HTTPConnection):
-    """http.client on a Unix socket (the box's, reached through its PID 1's root)."""
-
-    def __init__(self, path: str):
-        super().__init__("docker", timeout=60)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(60)
-        self.sock.connect(self.path)
-
-
-def call(conn: UnixHTTP, method: str, target: str, body: dict | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    conn.request(method, target, body=data, headers={"Content-Type": "application/json"} if data else {})
-    response = conn.getresponse()
-    payload = response.read()
-    if response.status >= 300:
-        raise RuntimeError(f"{method} {target}: {response.status} {payload[:200]!r}")
-    return json.loads(payload) if payload else None
 
 
 def p50(samples: list[float]) -> float:

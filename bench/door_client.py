@@ -1,41 +1,20 @@
 """Run inside the box by bench_door.py, as an ordinary user through the gateway or as root on
 dockerd's own socket: timings of one caller, printed as JSON.
 
-    python door_client.py SOCKET TAG N
+    PYTHONPATH=<checkout> python -m bench.door_client SOCKET TAG N
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
 import statistics
 import sys
 import time
 from typing import Any
 
+from bench.engine_api import UnixHTTP, call
+
 IMAGE = "busybox:local"
-
-
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path: str):
-        super().__init__("docker", timeout=60)
-        self.path = path
-
-    def connect(self) -> None:
-        self.sock = socket.socket(socket.AF_UNIX)
-        self.sock.settimeout(60)
-        self.sock.connect(self.path)
-
-
-def call(conn: UnixHTTP, method: str, target: str, body: dict | None = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    conn.request(method, target, body=data, headers={"Content-Type": "application/json"} if data else {})
-    response = conn.getresponse()
-    payload = response.read()
-    if response.status >= 300:
-        raise RuntimeError(f"{method} {target}: {response.status} {payload[:300]!r}")
-    return json.loads(payload) if payload else None
 
 
 def p50_ms(run: Any, n: int) -> float:
