@@ -74,6 +74,9 @@ def create(**host):
     ({"Sysctls": {"kernel.core_pattern": "|/tmp/x"}}, "allow_unsafe_sysctls"),
     ({"Sysctls": {"kernel/panic": "1"}}, "allow_unsafe_sysctls"),
     ({"Sysctls": {"net.ipv4.ip_forward": "1"}, "NetworkMode": "host"}, "allow_host_network"),
+    ({"Binds": ["/home/alice/p:/p"], "RestartPolicy": {"Name": "always"}}, "bind_roots"),
+    ({"Mounts": [{"Type": "bind", "Source": "/home/alice/p", "Target": "/p"}],
+      "RestartPolicy": {"Name": "unless-stopped"}}, "bind_roots"),
 ])
 def test_ways_to_the_host_are_refused_by_rule(host, rule):
     with pytest.raises(Denied) as refused:
@@ -115,8 +118,10 @@ def test_exec_update_volume_and_start():
         judge_exec({"Privileged": True, "Cmd": ["sh"]}, ALICE)
     judge_exec({"Privileged": False}, ALICE)
     with pytest.raises(Denied, match="Devices"):
-        judge_update({"Devices": [{"PathOnHost": "/dev/sda"}]})
-    judge_update({"Memory": 1 << 30, "RestartPolicy": {"Name": "always"}})
+        judge_update({"Devices": [{"PathOnHost": "/dev/sda"}]}, {})
+    judge_update({"Memory": 1 << 30, "RestartPolicy": {"Name": "always"}}, {"Binds": ["cache:/c"]})
+    with pytest.raises(Denied, match="--restart on-failure with host binds"):
+        judge_update({"RestartPolicy": {"Name": "on-failure"}}, {"Binds": ["/home/alice/p:/p"]})
     with pytest.raises(Denied, match="bind_roots"):
         judge_volume({"Name": "v", "DriverOpts": {"type": "none", "o": "bind", "device": "/home/bob"}}, ALICE, resolve)
     with pytest.raises(Denied, match="volume_drivers"):

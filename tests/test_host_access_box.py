@@ -93,6 +93,8 @@ ESCAPES = [
      "allow_unsafe_sysctls"),
     ("device", ["run", "--rm", "--device", "/dev/fuse", IMAGE, "true"], "allowed_devices"),
     ("build host network", ["build", "--network", "host", "-q", f"{H}/project"], "allow_host_network"),
+    ("restart policy with a bind", ["run", "-d", "--restart", "always", "-v", f"{H}/project:/p", IMAGE, "true"],
+     "bind_roots"),
     ("raw: top-level Binds", ("raw", "POST", "/v1.41/containers/create",
                               '{"Image": "busybox:local", "Binds": ["/:/host"]}'), "bind_roots"),
     ("raw: lower-case keys", ("raw", "POST", "/v1.41/containers/create",
@@ -181,6 +183,8 @@ def test_everyday_workloads_are_admitted(env, box_cleanup):
         ("--user", ["run", "-d", "--user", "2701:2701", IMAGE, "sleep", "600"]),
         ("a namespaced sysctl", ["run", "-d", "--sysctl", "net.core.somaxconn=1024", IMAGE, "sleep", "600"]),
         ("no-new-privileges", ["run", "-d", "--security-opt", "no-new-privileges", IMAGE, "sleep", "600"]),
+        ("--restart with a named volume", ["run", "-d", "--restart", "unless-stopped", "-v", "cache:/c", IMAGE,
+                                           "sleep", "600"]),
     ]
     admitted = []
     created: list[str] = []

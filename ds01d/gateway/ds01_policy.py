@@ -185,7 +185,7 @@ class Ds01Policy:
             if route.rest == "/exec":
                 judge_exec(fields, self.settings.access(caller.user, caller.uid))
             else:
-                judge_update(fields)
+                judge_update(fields, inspect.get("HostConfig") or {})
             return dataclasses.replace(verdict, body=encode(fields))
         return verdict
 

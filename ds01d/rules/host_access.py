@@ -104,7 +104,25 @@ def judge_create(body: Mapping[str, Any], access: Access, resolve: Callable[[str
         out_host["Mounts"] = [_mount(m, places, access) for m in host["Mounts"]]
     if host.get("VolumeDriver") and host["VolumeDriver"] not in access.volume_drivers:
         raise Denied("volume_drivers", f"the volume driver {host['VolumeDriver']!r} is not allowed here")
+    restart_with_binds(host.get("RestartPolicy"), has_host_binds(out_host))
     return out
+
+
+def has_host_binds(host: Mapping[str, Any]) -> bool:
+    """Whether a container binds host paths (`-v /path:...` or `--mount type=bind`)."""
+    return any(isinstance(b, str) and b.startswith("/") for b in host.get("Binds") or []) or \
+        any(isinstance(m, Mapping) and m.get("Type") == "bind" for m in host.get("Mounts") or [])
+
+
+def restart_with_binds(policy: Any, binds: bool) -> None:
+    """dockerd's own restarts (`--restart`, its own restart, a reboot) resolve bind sources
+    again without passing the gateway: a directory swapped for a symlink meanwhile would be
+    mounted.  So a container with host binds restarts only through the gateway."""
+    name = str(policy.get("Name") or "") if isinstance(policy, Mapping) else ""
+    if binds and name not in ("", "no"):
+        raise Denied("bind_roots", f"--restart {name} with host binds is not allowed: dockerd would resolve the "
+                                   "binds again where nobody checks them; use a named volume, or restart it "
+                                   "yourself")
 
 
 def judge_exec(body: Mapping[str, Any], access: Access) -> None:
@@ -113,11 +131,13 @@ def judge_exec(body: Mapping[str, Any], access: Access) -> None:
         raise Denied("allow_privileged", "a privileged exec is not allowed")
 
 
-def judge_update(body: Mapping[str, Any]) -> None:
-    """`docker update` may change resources, never devices or placement."""
+def judge_update(body: Mapping[str, Any], host: Mapping[str, Any]) -> None:
+    """`docker update` may change resources, never devices or placement; and a restart
+    policy only for a container without host binds (`host`: its HostConfig now)."""
     for field in ("Devices", "DeviceRequests", "DeviceCgroupRules", "CgroupParent"):
         if body.get(field):
             raise Denied("allowed_devices", f"an update may not change {field}")
+    restart_with_binds(body.get("RestartPolicy"), has_host_binds(host))
 
 
 def judge_volume(body: Mapping[str, Any], access: Access, resolve: Callable[[str], str]) -> None:
