@@ -169,3 +169,9 @@ def test_a_source_that_cannot_be_followed_is_refused_not_guessed():
         return resolve(path)
     with pytest.raises(Denied, match="cannot be checked \\(Permission denied\\)"):
         judge_create(create(Binds=["/home/alice/private/r:/host"]), ALICE, unreadable)
+
+
+def test_a_home_or_root_of_slash_allows_nothing():
+    for access in (Access(home="/"), Access(home=HOME, bind_roots=("/",))):
+        with pytest.raises(Denied, match="not allowed"):
+            judge_create(create(Binds=["/opt/x:/x"]), access, resolve)

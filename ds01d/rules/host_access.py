@@ -74,9 +74,11 @@ class Access:
             path, _, mode = entry.partition(":")
             path = self.home if path == "~" else path
             try:
-                roots.append(Root(resolve(path), mode == "ro"))
+                real = resolve(path)
             except OSError:
                 continue        # a root that is not there allows nothing (check-config warns of it)
+            if real != "/":     # (an account whose home is / would otherwise reach everything)
+                roots.append(Root(real, mode == "ro"))
         return Places(tuple(roots), (*FORBIDDEN, *self.forbidden), resolve)
 
 
