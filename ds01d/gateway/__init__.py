@@ -10,6 +10,12 @@ event loop's callbacks; `bridge`: raw bytes both ways once a connection is hijac
 `replies`: what the gateway answers itself), the request's meaning (`api_paths`), the
 contract with the rules (`policy_api`), and switching the host over (`switch`).
 
+ds01d's policy (`ds01_policy`): creates admitted and allocated by ds01d and rewritten,
+other users' containers and volumes out of reach, the host-access rules; what it reads of
+ds01d's config and key (`policy_settings`), its questions to ds01d (`daemon_client`) and
+to the engine, one JSON request each (`unix_http`).  The rules themselves are pure, in
+`ds01d.rules` (`door`, `create_rewrite`, `engine_json`, `host_access`, `admission_mark`).
+
 May import: `ds01d.host`, `ds01d.rules`, `ds01d.config`.  Never the daemon (it talks to
 ds01d over its socket) or the CLI.
 """
