@@ -309,10 +309,11 @@ class Ds01Policy:
         return answer.doc
 
     async def create(self, caller: Caller, raw: bytes) -> Verdict:
+        access = self.settings.access(caller.user, caller.uid)   # (reads the user database: once)
         try:
             body = canonical(raw)
             gpus = requested_gpus(body)
-            allowed_devices(body["HostConfig"], self.settings.access(caller.user, caller.uid).allowed_devices)
+            allowed_devices(body["HostConfig"], access.allowed_devices)
         except UnreadableBody as exc:
             return Refuse(400, f"the gateway cannot read this container's configuration: {exc}")
         except NotAllowed as exc:
@@ -324,7 +325,7 @@ class Ds01Policy:
                 return found
             ids[ref] = found
         body = door.joined_by_id(body, ids)   # no rename while this create waits can change what it joins
-        body = judge_create(body, self.settings.access(caller.user, caller.uid), real_path)
+        body = judge_create(body, access, real_path)
         for name in door.named_volumes(body):
             refused = await self.own_volume(caller, name, create=name in door.plain_volume_names(body))
             if refused is not None:
@@ -334,10 +335,10 @@ class Ds01Policy:
             return admitted
         if admitted.get("admin"):
             return Forward()
-        return await self.allocated_create(caller, body, admitted, gpus)
+        return await self.allocated_create(caller, body, admitted, gpus, access.allowed_devices)
 
     async def allocated_create(self, caller: Caller, body: dict[str, Any], admitted: Mapping[str, Any],
-                               gpus: Any) -> Verdict:
+                               gpus: Any, devices: tuple[str, ...]) -> Verdict:
         wanted = gpus_wanted(gpus)
         grant: Mapping[str, Any] = {}
         if wanted:
@@ -353,8 +354,7 @@ class Ds01Policy:
         kind = "ds01" if grant.get("reused") and (body.get("Labels") or {}).get("ds01.container_type") == "ds01" \
             else container_kind(labels)[0]
         admission = Admission(admitted["user"], caller.uid, admitted["slice"], kind, admitted["mark"],
-                              tuple(u["uuid"] for u in grant.get("units") or ()),
-                              self.settings.access(caller.user, caller.uid).allowed_devices)
+                              tuple(u["uuid"] for u in grant.get("units") or ()), devices)
         try:
             new_body = encode(rewrite(body, admission))
         except NotAllowed as exc:
