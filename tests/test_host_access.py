@@ -175,3 +175,13 @@ def test_a_home_or_root_of_slash_allows_nothing():
     for access in (Access(home="/"), Access(home=HOME, bind_roots=("/",))):
         with pytest.raises(Denied, match="not allowed"):
             judge_create(create(Binds=["/opt/x:/x"]), access, resolve)
+
+
+def test_fields_of_the_wrong_shape_are_unreadable_not_a_crash():
+    from ds01d.rules.engine_json import UnreadableBody
+    for body in (create(Sysctls=["a"]), create(Mounts=[{"Type": "volume", "VolumeOptions": [1]}]),
+                 create(Mounts=[{"Type": "volume", "VolumeOptions": {"DriverConfig": {"Options": "x"}}}])):
+        with pytest.raises(UnreadableBody, match="must be an object"):
+            judge_create(body, ALICE, resolve)
+    with pytest.raises(UnreadableBody, match="DriverOpts must be an object"):
+        judge_volume({"Name": "v", "DriverOpts": ["o", "bind"]}, ALICE, resolve)

@@ -131,6 +131,8 @@ class Ds01Policy:
     async def inspect(self, what: str, ref: str) -> Any | None:
         """The engine's inspect of a container or exec, or None where it has none by that name;
         the engine's own refusal (an ambiguous id prefix) is raised as EngineSaid."""
+        if not ref:
+            return None   # `container:` with no name: dockerd's router would redirect `/containers//json`
         answer = await call(self.engine_path, "GET", f"/{what}/{quote(ref, safe='')}/json", timeout=30)
         if answer.status == 404:
             return None

@@ -22,6 +22,8 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from ds01d.rules.engine_json import UnreadableBody
+
 #: Never a bind source (nor anything below one), whatever the roots say: the host's
 #: configuration, the engine's and ds01d's state and sockets, the kernel's views.  `/` itself
 #: is never one either.  ds01d's configured state and socket directories are added.
@@ -148,7 +150,7 @@ def judge_volume(body: Mapping[str, Any], access: Access, resolve: Callable[[str
     driver = body.get("Driver") or "local"
     if driver not in access.volume_drivers:
         raise Denied("volume_drivers", f"the volume driver {driver!r} is not allowed here")
-    _local_options(body.get("DriverOpts") or {}, access.places(resolve))
+    _local_options(_mapping(body.get("DriverOpts"), "DriverOpts"), access.places(resolve))
 
 
 def check_binds_at_start(binds: Sequence[str], mounts: Sequence[Mapping[str, Any]], access: Access,
@@ -194,7 +196,7 @@ def _privileges(host: Mapping[str, Any], access: Access) -> None:
 def _sysctls(host: Mapping[str, Any], access: Access) -> None:
     if access.allow_unsafe_sysctls:
         return
-    for name in host.get("Sysctls") or {}:
+    for name in _mapping(host.get("Sysctls"), "Sysctls"):
         key = str(name).replace("/", ".")
         if key in SAFE_SYSCTLS or key.startswith("fs.mqueue."):
             continue
@@ -229,11 +231,11 @@ def _mount(mount: Any, places: Places, access: Access) -> Any:
         if root.read_only:
             out["ReadOnly"] = True
     elif kind == "volume":
-        config = (mount.get("VolumeOptions") or {}).get("DriverConfig") or {}
+        config = _mapping(_mapping(mount.get("VolumeOptions"), "VolumeOptions").get("DriverConfig"), "DriverConfig")
         driver = config.get("Name") or "local"
         if driver not in access.volume_drivers:
             raise Denied("volume_drivers", f"the volume driver {driver!r} is not allowed here")
-        _local_options(config.get("Options") or {}, places)
+        _local_options(_mapping(config.get("Options"), "DriverConfig.Options"), places)
     elif kind != "tmpfs":
         raise Denied("bind_roots", f"a mount of type {kind or '(none)'!r} is not allowed here")
     return out
@@ -267,6 +269,15 @@ def _checked_source(source: str, places: Places) -> tuple[str, Root]:
     shown = source if real == posixpath.normpath(source) else f"{source} (which is {real})"
     raise Denied("bind_roots", f"binding {shown} is not allowed: binds must be below your home directory "
                                "or a shared path of this server")
+
+
+def _mapping(value: Any, what: str) -> Mapping[str, Any]:
+    """An object field (None: empty); anything else the engine could not read either."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise UnreadableBody(f"{what} must be an object")
+    return value
 
 
 def _below(path: str, root: str) -> bool:
