@@ -51,6 +51,7 @@ class GatewayBox:
         home.mkdir(exist_ok=True)
         os.chown(home, uid, uid)
         self.box.add_user(name, uid, home=str(home))
+        self.box.add_to_group(name, "docker")
         return home
 
     # ---- switching ------------------------------------------------------------

@@ -34,7 +34,8 @@ def test_check_config_lists_every_problem_with_its_line(tmp_path, capsys):
 def test_limits_text_names_sources(tmp_path, capsys):
     cfg = tmp_path / "ds01.yaml"
     cfg.write_text("default_group: g\ngroups:\n  g:\n    members: [jean-luc.dupont@lab]\n    cpus: 12\n"
-                   "user_overrides:\n  jean-luc.dupont@lab: {reason: deadline, memory_max: 96g}\n")
+                   "    bind_roots: [~, /data/shared:ro]\n"
+                   "user_overrides:\n  jean-luc.dupont@lab: {reason: deadline, memory_max: 96g, cap_add: [sys_ptrace]}\n")
     assert main(["limits", "jean-luc.dupont@lab", "--config", str(cfg)]) == 0
     out = capsys.readouterr().out
     assert "Slice:     ds01-g-jean\\x2dluc.dupont\\x40lab.slice" in out
@@ -43,6 +44,10 @@ def test_limits_text_names_sources(tmp_path, capsys):
     assert rows["cpus"] == ["12", "group", "g"]
     assert rows["memory_max"] == ["96G", "override", "(deadline)"]
     assert rows["gpu_quota"] == ["1", "GPU", "built-in", "default"]
+    assert rows["allow_privileged"] == ["no", "built-in", "default"]     # the door's rules are settings too
+    access = {line.split()[0]: line for line in out.splitlines() if line.startswith(("bind_roots", "cap_add"))}
+    assert access["bind_roots"].split() == ["bind_roots", "[~,", "/data/shared:ro]", "group", "g"]
+    assert access["cap_add"].split() == ["cap_add", "[SYS_PTRACE]", "override", "(deadline)"]
 
 
 def test_limits_json_and_docker_args(tmp_path, capsys):

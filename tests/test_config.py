@@ -89,17 +89,17 @@ def test_unknown_keys_at_every_level():
         "/etc/ds01/ds01.yaml:4: defaults: unknown key 'cpu' (known: cpus, memory_max, memory_high, "
         "tasks_max, container_cpus, container_memory, container_shm_size, container_gpu_memory, gpu_quota, max_containers, "
         "priority, allow_full_gpu, allow_privileged, allow_host_namespaces, allow_host_network, bind_roots, "
-        "volume_drivers, allowed_devices, cap_add, allow_unconfined, allow_unsafe_sysctls, idle_timeout, max_runtime, gpu_hold_after_stop, container_hold_after_stop)",
+        "volume_drivers, allowed_devices, cap_add, allow_unconfined, allow_unsafe_sysctls, allow_low_ports, log_drivers, idle_timeout, max_runtime, gpu_hold_after_stop, container_hold_after_stop)",
         "/etc/ds01/ds01.yaml:6: groups.students: unknown key 'memebers' (known: members, unix_group, cpus, "
         "memory_max, memory_high, tasks_max, container_cpus, container_memory, container_shm_size, "
         "container_gpu_memory, gpu_quota, max_containers, priority, allow_full_gpu, allow_privileged, allow_host_namespaces, allow_host_network, bind_roots, "
-        "volume_drivers, allowed_devices, cap_add, allow_unconfined, allow_unsafe_sysctls, idle_timeout, max_runtime, "
+        "volume_drivers, allowed_devices, cap_add, allow_unconfined, allow_unsafe_sysctls, allow_low_ports, log_drivers, idle_timeout, max_runtime, "
         "gpu_hold_after_stop, container_hold_after_stop)",
         "/etc/ds01/ds01.yaml:8: user_overrides.bob: unknown key 'gpus' (known: reason, expires, group, "
         "reserved_gpus, reservation_start, reservation_end, cpus, "
         "memory_max, memory_high, tasks_max, container_cpus, container_memory, container_shm_size, "
         "container_gpu_memory, gpu_quota, max_containers, priority, allow_full_gpu, allow_privileged, allow_host_namespaces, allow_host_network, bind_roots, "
-        "volume_drivers, allowed_devices, cap_add, allow_unconfined, allow_unsafe_sysctls, idle_timeout, max_runtime, "
+        "volume_drivers, allowed_devices, cap_add, allow_unconfined, allow_unsafe_sysctls, allow_low_ports, log_drivers, idle_timeout, max_runtime, "
         "gpu_hold_after_stop, container_hold_after_stop)",
     ]
 
@@ -264,6 +264,9 @@ def test_host_access_rules_are_settings_checked_where_they_are_written(tmp_path)
     assert config.defaults["bind_roots"] == ("~", f"{tmp_path}:ro", "/nonexistent/data")
     assert config.defaults["cap_add"] == ("SYS_PTRACE",)
     assert config.overrides["carol"].settings["allow_privileged"] is True
+    bare = parse_config("defaults: {bind_roots: [~, /srv:ro], log_drivers: [journald]}\n", "/etc/ds01/ds01.yaml")
+    assert bare.defaults["bind_roots"] == ("~", "/srv:ro")      # YAML's bare ~ is null: here, the home
+    assert bare.defaults["log_drivers"] == ("journald",)
     out = [str(p) for p in host_problems(config, dt.date(2026, 11, 24), {})]
     assert out == ["/etc/ds01/ds01.yaml:2: warning: defaults.bind_roots: /nonexistent/data is not a directory "
                    "on this host"]
@@ -271,6 +274,8 @@ def test_host_access_rules_are_settings_checked_where_they_are_written(tmp_path)
                       ('bind_roots: ["/data:rw"]', "a bind root ends in :ro or nothing"),
                       ("bind_roots: /data", "expected a list like"),
                       ("cap_add: [ALL]", "ALL is not one"),
+                      ("log_drivers: [3]", "expected a non-empty string"),
+                      ("allow_low_ports: 1", "expected true or false"),
                       ("allow_privileged: yes please", "expected true or false"),
                       ("allow_root: true", "unknown key 'allow_root'")):
         with pytest.raises(ConfigError) as refused:

@@ -13,6 +13,7 @@ from tests.service import Service
 pytestmark = pytest.mark.box
 CONFIG = textwrap.dedent("""\
     daemon: {state_dir: "{state_dir}", sampling_interval: 1s}
+    defaults: {bind_roots: ["~:ro"]}
     """)
 
 
@@ -43,11 +44,12 @@ def test_doctor_passes_on_a_good_host(env, box, box_cleanup):
     lines = out.stdout.splitlines()
     assert lines[0].startswith("[ OK ] config:") and "cgroup driver systemd" in lines[1]
     assert "[ OK ] gpu 1: MIG (3g.30gb, 4g.40gb): activity per instance from GPM" in lines
-    assert "user slices active" in lines[-4]
+    assert "user slices active" in lines[-5]
     # Everything ds01d needs is there; only the door is open (test_gateway_door_box enables it).
-    assert lines[-3].startswith("[FAIL] gateway: not enabled: /run/docker.sock is dockerd's own")
-    assert lines[-2] == "       fix: `ds01d gateway enable` (restarts Docker once)"
-    assert lines[-1] == "8 of 9 checks passed; 1 need fixing" and out.returncode == 1
+    assert lines[-4].startswith("[FAIL] gateway: not enabled: /run/docker.sock is dockerd's own")
+    assert lines[-3] == "       fix: `ds01d gateway enable` (restarts Docker once)"
+    assert lines[-2] == "[ OK ] setuid: no writable bind roots"      # (test_host_access_box: writable ones)
+    assert lines[-1] == "9 of 10 checks passed; 1 need fixing" and out.returncode == 1
 
 
 def test_doctor_names_what_fails_and_how_to_fix_it(env, box):

@@ -7,8 +7,9 @@ import posixpath
 
 import pytest
 
-from ds01d.rules.host_access import Access, Denied, check_binds_at_start, judge_create, judge_exec, judge_update, \
-    judge_volume
+from ds01d.rules.engine_json import UnreadableBody, canonical, canonical_fields, NETWORK_CREATE
+from ds01d.rules.host_access import Access, Denied, check_binds_at_start, judge_create, judge_exec, judge_network, \
+    judge_update, judge_volume, restart_with_volume_binds
 
 HOME = "/home/alice"
 LINKS = {"/home/alice/etc-link": "/etc", "/home/alice/up": "/home", "/srv/data": "/mnt/data",
@@ -69,6 +70,19 @@ def create(**host):
     ({"SecurityOpt": ["apparmor=unconfined"]}, "allow_unconfined"),
     ({"SecurityOpt": ["systempaths=unconfined"]}, "allow_unconfined"),
     ({"SecurityOpt": ["label=disable"]}, "allow_unconfined"),
+    ({"SecurityOpt": ["label=type:spc_t"]}, "allow_unconfined"),
+    ({"SecurityOpt": ["label:level:s0:c1,c2"]}, "allow_unconfined"),
+    ({"SecurityOpt": ["apparmor=lxc-container-default-with-nesting"]}, "allow_unconfined"),
+    ({"SecurityOpt": ["apparmor:unconfined"]}, "allow_unconfined"),
+    ({"OomScoreAdj": -1000}, "allow_privileged"),
+    ({"PortBindings": {"22/tcp": [{"HostPort": "22"}]}}, "allow_low_ports"),
+    ({"PortBindings": {"53/udp": [{"HostIp": "0.0.0.0", "HostPort": "1-2000"}]}}, "allow_low_ports"),
+    ({"LogConfig": {"Type": "syslog", "Config": {"syslog-address": "unix:///run/ds01-engine/docker.sock"}}},
+     "log_drivers"),
+    ({"LogConfig": {"Type": "gelf", "Config": {"gelf-address": "udp://127.0.0.1:12201"}}}, "log_drivers"),
+    ({"Mounts": [{"Type": "volume", "Target": "/v", "VolumeOptions": {"DriverConfig": {
+        "Options": {"type": "none", "o": "bind", "device": "/home/alice/p"}}}}], "RestartPolicy": {"Name": "always"}},
+     "bind_roots"),
     ({"MaskedPaths": []}, "allow_unconfined"),
     ({"ReadonlyPaths": []}, "allow_unconfined"),
     ({"Sysctls": {"kernel.core_pattern": "|/tmp/x"}}, "allow_unsafe_sysctls"),
@@ -96,7 +110,8 @@ def test_everyday_containers_pass_with_their_binds_pinned():
                   Mounts=[{"Type": "bind", "Source": "/home/alice/x", "Target": "/x"}, {"Type": "tmpfs", "Target": "/t"},
                           {"Type": "volume", "Source": "named", "Target": "/v"}],
                   ShmSize=8 << 30, PortBindings={"8888/tcp": [{"HostPort": "8888"}]}, CapAdd=[],
-                  SecurityOpt=["no-new-privileges"], Sysctls={"net.core.somaxconn": "1024", "kernel.shmmax": "1"})
+                  SecurityOpt=["no-new-privileges", "apparmor=docker-default"], OomScoreAdj=500,
+                  LogConfig={"Type": "json-file", "Config": {"max-size": "10m"}}, Sysctls={"net.core.somaxconn": "1024", "kernel.shmmax": "1"})
     out = judge_create(body, ALICE, resolve)["HostConfig"]
     assert out["Binds"] == ["/home/alice/project:/work", "/mnt/data/imagenet:/data:ro", "cache:/cache",
                             "/home/alice/notebooks:/nb:rw", "/mnt/data/x:/x:z,ro"]
@@ -118,10 +133,10 @@ def test_exec_update_volume_and_start():
         judge_exec({"Privileged": True, "Cmd": ["sh"]}, ALICE)
     judge_exec({"Privileged": False}, ALICE)
     with pytest.raises(Denied, match="Devices"):
-        judge_update({"Devices": [{"PathOnHost": "/dev/sda"}]}, {})
-    judge_update({"Memory": 1 << 30, "RestartPolicy": {"Name": "always"}}, {"Binds": ["cache:/c"]})
+        judge_update({"Devices": [{"PathOnHost": "/dev/sda"}]}, False)
+    judge_update({"Memory": 1 << 30, "RestartPolicy": {"Name": "always"}}, False)
     with pytest.raises(Denied, match="--restart on-failure with host binds"):
-        judge_update({"RestartPolicy": {"Name": "on-failure"}}, {"Binds": ["/home/alice/p:/p"]})
+        judge_update({"RestartPolicy": {"Name": "on-failure"}}, True)
     with pytest.raises(Denied, match="bind_roots"):
         judge_volume({"Name": "v", "DriverOpts": {"type": "none", "o": "bind", "device": "/home/bob"}}, ALICE, resolve)
     with pytest.raises(Denied, match="volume_drivers"):
@@ -185,3 +200,47 @@ def test_fields_of_the_wrong_shape_are_unreadable_not_a_crash():
             judge_create(body, ALICE, resolve)
     with pytest.raises(UnreadableBody, match="DriverOpts must be an object"):
         judge_volume({"Name": "v", "DriverOpts": ["o", "bind"]}, ALICE, resolve)
+
+
+def test_host_ports_are_read_as_go_reads_them():
+    body = canonical(b'{"Image":"x","HostConfig":{"PortBindings":{"80/tcp":[{"hostport":"80"}]}}}')
+    with pytest.raises(Denied, match="host port 80 is not allowed"):
+        judge_create(body, ALICE, resolve)
+    judge_create(canonical(b'{"HostConfig":{"PortBindings":{"80/tcp":[{"HostPort":""}],"8080/tcp":null}}}'),
+                 ALICE, resolve)
+    judge_create(create(PortBindings={"22/tcp": [{"HostPort": "2222"}]}), ALICE, resolve)
+    with pytest.raises(UnreadableBody, match="not a number"):
+        judge_create(create(PortBindings={"22/tcp": [{"HostPort": "ssh"}]}), ALICE, resolve)
+    judge_create(create(PortBindings={"22/tcp": [{"HostPort": "22"}]}), Access(home=HOME, allow_low_ports=True),
+                 resolve)
+
+
+@pytest.mark.parametrize("raw,refused", [
+    (b'{"Name":"n"}', False),
+    (b'{"Name":"n","Driver":"bridge","Options":{"com.docker.network.driver.mtu":"1400"}}', False),
+    (b'{"Name":"n","driver":"macvlan","Options":{"parent":"eth0"}}', True),
+    (b'{"Name":"n","Driver":"ipvlan"}', True),
+    (b'{"Name":"n","Driver":"weaveworks/net-plugin:latest"}', True),
+    (b'{"Name":"n","Options":{"com.docker.network.bridge.name":"br0"}}', True),
+    (b'{"Name":"n","ConfigOnly":true,"Options":{"Com.Docker.Network.Bridge.Name ":"docker0"}}', True),
+])
+def test_networks_on_the_hosts_interfaces_are_refused(raw, refused):
+    fields = canonical_fields(raw, NETWORK_CREATE)
+    if refused:
+        with pytest.raises(Denied, match="allow_host_network"):
+            judge_network(fields, ALICE)
+    else:
+        judge_network(fields, ALICE)
+    judge_network(fields, Access(home=HOME, allow_host_network=True))
+
+
+def test_a_restart_policy_with_volumes_that_bind_folders_is_refused():
+    host = {"RestartPolicy": {"Name": "always"}}
+    restart_with_volume_binds(host, [{}, {"type": "tmpfs", "device": "tmpfs"}])
+    restart_with_volume_binds({"RestartPolicy": {"Name": "no"}}, [{"o": "bind", "device": "/home/alice/d"}], True)
+    with pytest.raises(Denied, match="bind_roots"):
+        restart_with_volume_binds(host, [{"o": "rbind,ro", "device": "/home/alice/d"}])
+    with pytest.raises(Denied, match="bind_roots"):
+        restart_with_volume_binds(host, [{"type": "none", "device": "/home/alice/d"}])
+    with pytest.raises(Denied, match="bind_roots"):
+        restart_with_volume_binds(host, [], joined=True)

@@ -106,6 +106,23 @@ ESCAPES = [
                               '{"Image": "busybox:local", "HostConfig": {"Binds": ["/etc:/e"]}}'), "bind_roots"),
     ("raw: encoded path", ("raw", "POST", "/v1.41/containers%2Fcreate",
                            '{"Image": "busybox:local", "HostConfig": {"PidMode": "host"}}'), "allow_host_namespaces"),
+    ("another apparmor profile", ["run", "--rm", "--security-opt", "apparmor=lxc-container-default-with-nesting",
+                                  IMAGE, "true"], "allow_unconfined"),
+    ("selinux spc_t", ["run", "--rm", "--security-opt", "label=type:spc_t", IMAGE, "true"], "allow_unconfined"),
+    ("oom-score-adj", ["run", "--rm", "--oom-score-adj", "-1000", IMAGE, "true"], "allow_privileged"),
+    ("host port 22", ["run", "--rm", "-p", "22:22", IMAGE, "true"], "allow_low_ports"),
+    ("host ports 1-2000", ["run", "--rm", "-p", "127.0.0.1:1-2000:1-2000/udp", IMAGE, "true"], "allow_low_ports"),
+    ("syslog to the engine socket", ["run", "--rm", "--log-driver", "syslog", "--log-opt",
+                                     "syslog-address=unix:///run/ds01-engine/docker.sock", IMAGE, "true"],
+     "log_drivers"),
+    ("gelf from the host", ["run", "--rm", "--log-driver", "gelf", "--log-opt", "gelf-address=udp://127.0.0.1:9",
+                            IMAGE, "true"], "log_drivers"),
+    ("macvlan network", ["network", "create", "-d", "macvlan", "-o", "parent=lo", "lanvlan"], "allow_host_network"),
+    ("a host bridge by name", ["network", "create", "-o", "com.docker.network.bridge.name=docker0", "hijack"],
+     "allow_host_network"),
+    ("restart with a volume that binds", ["run", "-d", "--restart", "always", "--mount",
+                                          f"type=volume,dst=/x,volume-opt=type=none,volume-opt=o=bind,"
+                                          f"volume-opt=device={H}/project", IMAGE, "true"], "bind_roots"),
     ("raw: unmasked /proc", ("raw", "POST", "/v1.41/containers/create",
                              '{"Image": "busybox:local", "HostConfig": {"MaskedPaths": [], "ReadonlyPaths": []}}'),
      "allow_unconfined"),
@@ -265,3 +282,55 @@ def test_symlinks_are_followed_through_private_directories_and_volume_folders_ag
         gw.direct("volume", "rm", "-f", "bindvol", check=False)
         if folder.is_symlink():
             folder.unlink()
+
+
+def test_restart_policies_never_mount_a_folder_again_unchecked(env, box_cleanup):
+    """dockerd's own restarts resolve again what a named volume or a `--volumes-from`
+    container binds: a restart policy with either is refused, at create and at update."""
+    gw, _, _ = env
+    holder, user = box_cleanup.unique("access-binder"), box_cleanup.unique("access-user")
+    try:
+        gw.docker("volume", "create", "-o", "type=none", "-o", "o=bind", "-o", f"device={gw.home}/project", "foldervol")
+        refused = gw.docker("run", "-d", "--restart", "always", "-v", "foldervol:/v", IMAGE, "true", check=False)
+        assert refused.returncode == 125 and "(bind_roots)" in refused.stderr
+        gw.docker("create", "--name", holder, "-v", f"{gw.home}/project:/p", IMAGE, "true")
+        refused = gw.docker("run", "-d", "--restart", "on-failure", "--volumes-from", holder, IMAGE, "true",
+                            check=False)
+        assert refused.returncode == 125 and "(bind_roots)" in refused.stderr
+        gw.docker("create", "--name", user, "-v", "foldervol:/v", IMAGE, "sleep", "600")
+        refused = gw.docker("update", "--restart", "always", user, check=False)
+        assert refused.returncode != 0 and "(bind_roots)" in refused.stderr
+        assert gw.direct("inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", user).stdout.strip() in ("", "no")
+    finally:
+        gw.direct("rm", "-f", holder, user, check=False)
+        gw.direct("volume", "rm", "-f", "foldervol", check=False)
+
+
+def test_a_setuid_program_left_in_a_home_and_what_doctor_says(env, box):
+    """A container's root can make a file in a writable bind setuid root; its owner then runs
+    it on the host as root, unless the home's filesystem is nosuid.  doctor says which."""
+    gw, svc, _ = env
+    tool = gw.home / "idcopy"
+    gw.as_user("cp", "/usr/bin/id", str(tool))
+    gw.docker("run", "--rm", "-v", f"{gw.home}:/h", IMAGE, "sh", "-c", "chown 0:0 /h/idcopy && chmod 4755 /h/idcopy")
+
+    def doctor_says() -> str:
+        out = box.run([box.tool("ds01d"), "doctor", "--config", str(svc.config_path)], check=False).stdout
+        return next(line for line in out.splitlines() if "setuid:" in line)
+
+    try:
+        assert gw.as_user(str(tool), "-u").stdout.strip() == "0"     # the escape, on this mount
+        assert doctor_says().startswith("[FAIL] setuid: writable bind roots on filesystems without nosuid: ")
+        homes = [str(gw.home), str(gw.home.parent / f"{PEER}-home")]     # every docker-group member's
+        for home in homes:
+            box.run(["mount", "--bind", home, home])
+        try:
+            for home in homes:
+                box.run(["mount", "-o", "remount,bind,nosuid", home])
+            assert gw.as_user(str(tool), "-u").stdout.strip() == str(UID)   # nosuid: just the user
+            assert doctor_says() == "[ OK ] setuid: 2 writable bind roots, all on nosuid filesystems"
+        finally:
+            for home in homes:
+                box.run(["umount", home])
+    finally:
+        tool.unlink()

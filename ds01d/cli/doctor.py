@@ -194,11 +194,68 @@ def _other_listeners(docker_config: str) -> list[str]:
     return sorted(set(found))
 
 
+def check_setuid_binds(config: Config | None, docker_group: str = "docker") -> Check:
+    """A container's root can leave a setuid-root program in any folder it binds writable
+    (`chown 0 f; chmod 4755 f`, or `docker cp` of such a file): on a filesystem mounted
+    without `nosuid`, the folder's owner then runs it on the host, as root.  The gateway
+    cannot prevent it per container; the mount option does, for every container at once."""
+    if config is None:
+        return Check("setuid", False, "not checked: the config is not valid", "fix the config first")
+    paths = sorted(_writable_bind_places(config, docker_group))
+    exposed = sorted({_mount_point(p) for p in paths if _allows_setuid(p)})
+    if exposed:
+        return Check("setuid", False, f"writable bind roots on filesystems without nosuid: {', '.join(exposed[:5])}"
+                     + (f" and {len(exposed) - 5} more" if len(exposed) > 5 else "")
+                     + "; a container's root could leave a setuid-root program there for its owner to run",
+                     "mount them nosuid (for /home on the root filesystem, an fstab line "
+                     "`/home /home none bind,nosuid 0 0`), or list the root as PATH:ro in bind_roots")
+    return Check("setuid", True, f"{len(paths)} writable bind roots, all on nosuid filesystems" if paths else
+                 "no writable bind roots")
+
+
+def _writable_bind_places(config: Config, docker_group: str) -> set[str]:
+    """The folders binds may write below: listed roots without `:ro`, and for `~` the homes
+    of those who can reach the Docker socket (members of its group)."""
+    import grp
+    import pwd
+    levels = [config.defaults, *(g.settings for g in config.groups.values()),
+              *(o.settings for o in config.overrides.values())]
+    roots = {root for settings in levels for root in settings.get("bind_roots") or () if not root.endswith(":ro")}
+    places = {root for root in roots if root != "~"}
+    if "~" in roots:
+        try:
+            group = grp.getgrnam(docker_group)
+        except KeyError:
+            return places
+        for user in pwd.getpwall():
+            if user.pw_gid == group.gr_gid or user.pw_name in group.gr_mem:
+                places.add(user.pw_dir)
+    return {p for p in places if os.path.isdir(p) and os.path.realpath(p) != "/"}
+
+
+def _allows_setuid(path: str) -> bool:
+    return not os.statvfs(path).f_flag & os.ST_NOSUID
+
+
+def _mount_point(path: str, mountinfo: str = "/proc/self/mountinfo") -> str:
+    """The mount a path lies on: the longest mount point above it (a bind mount of the same
+    filesystem has the same device number, so st_dev cannot tell)."""
+    path = os.path.realpath(path)
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as f:
+            points = [line.split()[4].encode().decode("unicode_escape") for line in f if len(line.split()) > 4]
+    except OSError:
+        return path
+    above = [p for p in points if path == p or path.startswith(p.rstrip("/") + "/")]
+    return max(above, key=len, default=path)
+
+
 def run_checks(config_path: str) -> list[Check]:
     config_check, config = check_config(config_path)
     docker_check, containers = check_docker()
     return [config_check, docker_check, check_cgroups(), check_systemd(), *check_nvml(),
-            check_slices(_containers_if(docker_check, containers), config), check_gateway()]
+            check_slices(_containers_if(docker_check, containers), config), check_gateway(),
+            check_setuid_binds(config)]
 
 
 def report(checks: list[Check], color: bool, write: Callable[[str], None] = print) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shlex
 from typing import Any
 
-from ds01d.config import KINDS, LIFECYCLE_KEYS, SCALAR_KEYS
+from ds01d.config import ACCESS_KEYS, KINDS, LIFECYCLE_KEYS, SCALAR_KEYS
 from ds01d.rules.limits import EffectiveLimits
 from ds01d.config.quantities import format_cpus, format_duration, format_size
 
@@ -33,6 +33,8 @@ def display(name: str, value: Any) -> str:
         return format_cpus(value)
     if key == "gpu_quota":
         return f"{value:g} GPU"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(value) + "]"
     return str(value)
 
 
@@ -55,6 +57,7 @@ def render_text(limits: EffectiveLimits, local_user: bool) -> str:
         for kind in KINDS:
             name = f"{key}.{kind}"
             rows.append((f"{key} [{kind}]", display(name, limits[name]), limits.settings[name].source))
+    rows += [(key, display(key, limits[key]), limits.settings[key].source) for key in ACCESS_KEYS]
     width = max(len(r[0]) for r in rows)
     vwidth = max(len(r[1]) for r in rows)
     lines.append("")
@@ -73,6 +76,7 @@ def to_json(limits: EffectiveLimits, local_user: bool) -> dict[str, Any]:
     settings: dict[str, Any] = {key: _entry(limits, key) for key in SCALAR_KEYS}
     for key in LIFECYCLE_KEYS:
         settings[key] = {kind: _entry(limits, f"{key}.{kind}") for kind in KINDS}
+    settings.update({key: _entry(limits, key) for key in ACCESS_KEYS})
     return {
         "user": limits.user,
         "local_user": local_user,

@@ -34,7 +34,7 @@ LIFECYCLE_KEYS: tuple[str, ...] = (
 #: applies them; `ds01d.rules.host_access`): each on by default, an exception is a setting.
 ACCESS_KEYS: tuple[str, ...] = (
     "allow_privileged", "allow_host_namespaces", "allow_host_network", "bind_roots", "volume_drivers",
-    "allowed_devices", "cap_add", "allow_unconfined", "allow_unsafe_sysctls",
+    "allowed_devices", "cap_add", "allow_unconfined", "allow_unsafe_sysctls", "allow_low_ports", "log_drivers",
 )
 
 #: Every resolvable setting name: scalar keys, access rules, and `key.kind` for lifecycle keys.
@@ -193,6 +193,8 @@ BUILTIN_DEFAULTS: Mapping[str, Any] = MappingProxyType({
     "cap_add": (),
     "allow_unconfined": False,
     "allow_unsafe_sysctls": False,
+    "allow_low_ports": False,
+    "log_drivers": ("json-file", "local", "journald", "none"),
     **{f"idle_timeout.{k}": 1800 for k in KINDS},
     "max_runtime.docker": 2 * 86400,
     "max_runtime.compose": 3 * 86400,

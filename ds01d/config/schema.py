@@ -177,7 +177,10 @@ def string_list(value: Any, item: Parser, example: str) -> tuple[str, ...]:
 
 
 def bind_root(value: Any) -> str:
-    """`~` (the user's own home) or an absolute path, either with `:ro` (binds made read-only)."""
+    """`~` (the user's own home) or an absolute path, either with `:ro` (binds made read-only).
+    A bare `~` is YAML's null: in this list it can only mean the home, so it is read so."""
+    if value is None:
+        return "~"
     if not isinstance(value, str):
         raise ValueError(f"a bind root is ~ or an absolute path, optionally with :ro, not {value!r}")
     path, sep, mode = value.partition(":")
@@ -218,6 +221,8 @@ SCALAR_PARSERS: dict[str, Parser] = {
     "cap_add": lambda value: string_list(value, capability, "[SYS_PTRACE]"),
     "allow_unconfined": boolean,
     "allow_unsafe_sysctls": boolean,
+    "allow_low_ports": boolean,
+    "log_drivers": lambda value: string_list(value, text, "[json-file, local, journald, none]"),
 }
 
 #: Lifecycle keys: a duration (for every kind) or a mapping kind -> duration.

@@ -32,10 +32,10 @@ from ds01d.gateway.unix_http import Unreachable, call
 from ds01d.host.unix_groups import is_admin, is_system_user
 from ds01d.rules import door
 from ds01d.rules.create_rewrite import Admission, NotAllowed, allowed_devices, gpus_wanted, requested_gpus, rewrite
-from ds01d.rules.host_access import Denied, check_binds_at_start, judge_create, judge_exec, judge_update, \
-    judge_volume
-from ds01d.rules.engine_json import EXEC_CONFIG, NETWORK_CONNECT, UPDATE_CONFIG, VOLUME_CREATE, UnreadableBody, \
-    canonical, canonical_fields, encode
+from ds01d.rules.host_access import Denied, check_binds_at_start, has_host_binds, judge_create, judge_exec, \
+    judge_network, judge_update, judge_volume, restart_with_volume_binds, volume_binds
+from ds01d.rules.engine_json import EXEC_CONFIG, NETWORK_CONNECT, NETWORK_CREATE, UPDATE_CONFIG, VOLUME_CREATE, \
+    UnreadableBody, canonical, canonical_fields, encode
 from ds01d.rules.owners import container_kind, resolve_owner
 from ds01d.gateway.replies import engine_down
 
@@ -72,7 +72,7 @@ class Ds01Policy:
 
     def wants_body(self, peer: Peer, head: RequestHead) -> bool:
         route = door.route(head.method, head.path, head.query)
-        return isinstance(route, (door.Create, door.NetworkConnect, door.VolumeCreate)) or \
+        return isinstance(route, (door.Create, door.NetworkConnect, door.NetworkCreate, door.VolumeCreate)) or \
             (isinstance(route, door.OnContainer) and head.method == "POST" and route.rest in ("/exec", "/update"))
 
     async def judge(self, peer: Peer, head: RequestHead, body: bytes | None) -> Verdict:
@@ -124,6 +124,10 @@ class Ds01Policy:
             return await self.build(caller, head)
         if isinstance(route, door.NetworkConnect):
             return await self.network_connect(caller, body)
+        if isinstance(route, door.NetworkCreate):
+            fields = canonical_fields(body, NETWORK_CREATE)
+            judge_network(fields, self.settings.access(caller.user, caller.uid))
+            return Forward(body=encode(fields))
         return Forward()
 
     # ---- containers that exist ---------------------------------------------------------
@@ -187,7 +191,9 @@ class Ds01Policy:
             if route.rest == "/exec":
                 judge_exec(fields, self.settings.access(caller.user, caller.uid))
             else:
-                judge_update(fields, inspect.get("HostConfig") or {})
+                host = inspect.get("HostConfig") or {}
+                volumes = await self.volume_options(_volume_names(inspect)) if fields.get("RestartPolicy") else []
+                judge_update(fields, has_host_binds(host) or any(map(volume_binds, volumes)))
             return dataclasses.replace(verdict, body=encode(fields))
         return verdict
 
@@ -198,12 +204,20 @@ class Ds01Policy:
         host = inspect.get("HostConfig") or {}
         mounts = inspect.get("Mounts") or []
         check_binds_at_start(host.get("Binds") or [], mounts, access, real_path)
-        for mount in mounts:
-            if isinstance(mount, dict) and mount.get("Type") == "volume" and mount.get("Name"):
-                answer = await call(self.engine_path, "GET", f"/volumes/{quote(str(mount['Name']), safe='')}")
-                if answer.status == 200 and isinstance(answer.doc, dict):
-                    judge_volume({"Driver": answer.doc.get("Driver"), "DriverOpts": answer.doc.get("Options") or {}},
-                                 access, real_path)
+        for name in _volume_names(inspect):
+            answer = await call(self.engine_path, "GET", f"/volumes/{quote(name, safe='')}")
+            if answer.status == 200 and isinstance(answer.doc, dict):
+                judge_volume({"Driver": answer.doc.get("Driver"), "DriverOpts": answer.doc.get("Options") or {}},
+                             access, real_path)
+
+    async def volume_options(self, names: Any) -> list[Mapping[str, Any]]:
+        """The local driver options of the named volumes that exist (a bind's folder, or none)."""
+        found = []
+        for name in names:
+            answer = await call(self.engine_path, "GET", f"/volumes/{quote(name, safe='')}", timeout=30)
+            if answer.status == 200 and isinstance(answer.doc, dict) and isinstance(answer.doc.get("Options"), dict):
+                found.append(answer.doc["Options"])
+        return found
 
     def volume_create(self, caller: Caller, body: bytes) -> Verdict:
         """An allowed volume, labelled as the caller's (whatever `ds01.` labels it brought)."""
@@ -321,17 +335,22 @@ class Ds01Policy:
         except NotAllowed as exc:
             return Refuse(403, str(exc))
         ids: dict[str, str] = {}
+        joined_binds = False     # a --volumes-from source's binds are mounted again at every start
         for ref in door.joined_containers(body):
-            found = await self.own(caller, ref)
+            found = await self.owned(caller, ref)
             if isinstance(found, Refuse):
                 return found
-            ids[ref] = found
+            ids[ref] = str(found["Id"])
+            joined_binds = joined_binds or has_host_binds(found.get("HostConfig") or {}) or \
+                any(isinstance(m, dict) and m.get("Type") == "bind" for m in found.get("Mounts") or [])
         body = door.joined_by_id(body, ids)   # no rename while this create waits can change what it joins
         body = judge_create(body, access, real_path)
         for name in door.named_volumes(body):
             refused = await self.own_volume(caller, name, create=name in door.plain_volume_names(body))
             if refused is not None:
                 return refused
+        volumes = await self.volume_options(door.named_volumes(body))
+        restart_with_volume_binds(body["HostConfig"], volumes, joined_binds)
         admitted = await self.admit(caller)
         if isinstance(admitted, Refuse):
             return admitted
@@ -379,6 +398,12 @@ def real_path(path: str) -> str:
     missing or cannot be read (the non-strict realpath would take it for a plain directory
     and miss a symlink inside it)."""
     return os.path.realpath(path, strict=True)
+
+
+def _volume_names(inspect: Mapping[str, Any]) -> list[str]:
+    """The named volumes an inspected container mounts."""
+    return [str(m["Name"]) for m in inspect.get("Mounts") or []
+            if isinstance(m, dict) and m.get("Type") == "volume" and m.get("Name")]
 
 
 def _has_body(head: RequestHead) -> bool:

@@ -75,6 +75,11 @@ class NetworkConnect:
 
 
 @dataclass(frozen=True)
+class NetworkCreate:
+    """`POST /networks/create`: a macvlan network, or a host bridge by name, is the host's network."""
+
+
+@dataclass(frozen=True)
 class VolumeCreate:
     """`POST /volumes/create`: a local volume can bind a host path (`o=bind,device=...`)."""
 
@@ -103,8 +108,8 @@ class Elsewhere:
     """Anything else: no container of anyone's is named in the path."""
 
 
-Route = Create | ListContainers | Prune | OnContainer | OnExec | Commit | NetworkConnect | Build | VolumeCreate | \
-    OnVolume | Unrouted | Elsewhere
+Route = Create | ListContainers | Prune | OnContainer | OnExec | Commit | NetworkConnect | NetworkCreate | Build | \
+    VolumeCreate | OnVolume | Unrouted | Elsewhere
 
 
 def route(method: str, path: str, query: str) -> Route:
@@ -128,6 +133,8 @@ def route(method: str, path: str, query: str) -> Route:
         return Commit(ref) if ref else Elsewhere()
     if len(parts) >= 3 and parts[0] == "networks" and parts[-1] in ("connect", "disconnect") and method == "POST":
         return NetworkConnect()      # dockerd's network id pattern is `.*` too
+    if parts == ["networks", "create"] and method == "POST":
+        return NetworkCreate()
     if parts == ["build"] and method == "POST":
         return Build()
     if parts == ["volumes", "create"] and method == "POST":

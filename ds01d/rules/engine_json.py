@@ -61,6 +61,8 @@ _NESTED: dict[str, tuple[str, ...]] = {
     "RestartPolicy": ("Name", "MaximumRetryCount"),
     "LogConfig": ("Type", "Config"),
 }
+#: Maps (keys kept) whose values are lists of structs: `{"80/tcp": [{"hostport": "80"}]}`.
+_MAP_OF_STRUCTS: dict[str, tuple[str, ...]] = {"PortBindings": ("HostIp", "HostPort")}
 
 
 class _Pairs(list):
@@ -145,13 +147,22 @@ def _struct(pairs: list[tuple[str, Any]], known: tuple[str, ...]) -> dict[str, A
     out: dict[str, Any] = {}
     for name, value in fields.items():
         nested = _NESTED.get(name)
-        if nested is not None and isinstance(value, _Pairs):      # (a _Pairs is a list too: first)
+        listed = _MAP_OF_STRUCTS.get(name)
+        if listed is not None and isinstance(value, _Pairs):
+            out[name] = {key: _struct_list(item, listed) for key, item in value}
+        elif nested is not None and isinstance(value, _Pairs):      # (a _Pairs is a list too: first)
             out[name] = _struct(value, nested)
         elif nested is not None and isinstance(value, list):
             out[name] = [_struct(item, nested) if isinstance(item, _Pairs) else _plain(item) for item in value]
         else:
             out[name] = _plain(value)
     return out
+
+
+def _struct_list(value: Any, known: tuple[str, ...]) -> Any:
+    if isinstance(value, list) and not isinstance(value, _Pairs):
+        return [_struct(item, known) if isinstance(item, _Pairs) else _plain(item) for item in value]
+    return _plain(value)
 
 
 def canonical(data: bytes) -> dict[str, Any]:
@@ -198,6 +209,9 @@ EXEC_CONFIG = ("User", "Privileged", "Tty", "ConsoleSize", "AttachStdin", "Attac
 UPDATE_CONFIG = _RESOURCES + ("RestartPolicy",)
 #: `POST /volumes/create`.
 VOLUME_CREATE = ("Name", "Driver", "DriverOpts", "Labels")
+#: `POST /networks/create` (types.NetworkCreateRequest).
+NETWORK_CREATE = ("Name", "CheckDuplicate", "Driver", "Scope", "EnableIPv6", "IPAM", "Internal", "Attachable",
+                  "Ingress", "ConfigOnly", "ConfigFrom", "Options", "Labels")
 
 
 def canonical_fields(data: bytes, known: tuple[str, ...]) -> dict[str, Any]:

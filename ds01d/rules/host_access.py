@@ -35,7 +35,12 @@ SAFE_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
                 "kernel.shmmni", "kernel.shm_rmid_forced")
 SAFE_SYSCTL_PREFIXES = ("fs.mqueue.", "net.")
 _HOST_MODES = ("PidMode", "IpcMode", "UTSMode", "UsernsMode", "CgroupnsMode")
-_UNCONFINED = ("seccomp", "apparmor", "systempaths", "label")
+#: Log drivers that write where dockerd (root, in the host's network) is told to send them:
+#: `syslog`/`fluentd`/`gelf` to any address, a unix socket of the host included.
+LOG_DRIVERS_DEFAULT = ("json-file", "local", "journald", "none")
+#: Network drivers a non-admin may create networks with (macvlan and ipvlan put containers
+#: on the host's own interfaces; plugins run as root).
+NETWORK_DRIVERS = ("bridge",)
 
 
 class Denied(ValueError):
@@ -68,6 +73,8 @@ class Access:
     cap_add: tuple[str, ...] = ()
     allow_unconfined: bool = False
     allow_unsafe_sysctls: bool = False
+    allow_low_ports: bool = False
+    log_drivers: tuple[str, ...] = LOG_DRIVERS_DEFAULT
     forbidden: tuple[str, ...] = ()        # ds01d's own state and socket directories
 
     def places(self, resolve: Callable[[str], str]) -> Places:
@@ -99,6 +106,8 @@ def judge_create(body: Mapping[str, Any], access: Access, resolve: Callable[[str
     _namespaces(host, access)
     _privileges(host, access)
     _sysctls(host, access)
+    _ports(host, access)
+    _logging(host, access)
     out = copy.deepcopy(dict(body))
     out_host = out.setdefault("HostConfig", {})
     places = access.places(resolve)
@@ -113,9 +122,29 @@ def judge_create(body: Mapping[str, Any], access: Access, resolve: Callable[[str
 
 
 def has_host_binds(host: Mapping[str, Any]) -> bool:
-    """Whether a container binds host paths (`-v /path:...` or `--mount type=bind`)."""
+    """Whether a container binds host paths (`-v /path:...`, `--mount type=bind`, or a
+    `--mount type=volume` whose new local volume binds a folder)."""
     return any(isinstance(b, str) and b.startswith("/") for b in host.get("Binds") or []) or \
-        any(isinstance(m, Mapping) and m.get("Type") == "bind" for m in host.get("Mounts") or [])
+        any(_mount_binds(m) for m in host.get("Mounts") or [])
+
+
+def _mount_binds(mount: Any) -> bool:
+    if not isinstance(mount, Mapping):
+        return False
+    if mount.get("Type") == "bind":
+        return True
+    options = mount.get("VolumeOptions")
+    config = options.get("DriverConfig") if isinstance(options, Mapping) else None
+    opts = config.get("Options") if isinstance(config, Mapping) else None
+    return mount.get("Type") == "volume" and isinstance(opts, Mapping) and volume_binds(opts)
+
+
+def volume_binds(options: Mapping[str, Any]) -> bool:
+    """Whether a local volume's mount(8) options bind a host folder (`o=bind`, or `type=none`):
+    mounted again, symlinks followed, at every start of a container that uses it."""
+    kind = str(options.get("type") or "").lower()
+    flags = [f.strip().lower() for f in str(options.get("o") or "").split(",")]
+    return "bind" in flags or "rbind" in flags or kind == "none"
 
 
 def restart_with_binds(policy: Any, binds: bool) -> None:
@@ -125,8 +154,8 @@ def restart_with_binds(policy: Any, binds: bool) -> None:
     name = str(policy.get("Name") or "") if isinstance(policy, Mapping) else ""
     if binds and name not in ("", "no"):
         raise Denied("bind_roots", f"--restart {name} with host binds is not allowed: dockerd would resolve the "
-                                   "binds again where nobody checks them; use a named volume, or restart it "
-                                   "yourself")
+                                   "binds again where nobody checks them; use a named volume that binds "
+                                   "no folder, or restart it yourself")
 
 
 def judge_exec(body: Mapping[str, Any], access: Access) -> None:
@@ -135,13 +164,29 @@ def judge_exec(body: Mapping[str, Any], access: Access) -> None:
         raise Denied("allow_privileged", "a privileged exec is not allowed")
 
 
-def judge_update(body: Mapping[str, Any], host: Mapping[str, Any]) -> None:
+def judge_update(body: Mapping[str, Any], binds: bool) -> None:
     """`docker update` may change resources, never devices or placement; and a restart
-    policy only for a container without host binds (`host`: its HostConfig now)."""
+    policy only for a container without host binds (`binds`: it has some now, its local
+    volumes' included)."""
     for field in ("Devices", "DeviceRequests", "DeviceCgroupRules", "CgroupParent"):
         if body.get(field):
             raise Denied("allowed_devices", f"an update may not change {field}")
-    restart_with_binds(body.get("RestartPolicy"), has_host_binds(host))
+    restart_with_binds(body.get("RestartPolicy"), binds)
+
+
+def judge_network(body: Mapping[str, Any], access: Access) -> None:
+    """`networks/create`: a bridge of its own; not a macvlan or ipvlan network on the host's
+    interfaces, nor an existing host bridge by name (`com.docker.network.bridge.name`)."""
+    driver = str(body.get("Driver") or "bridge")
+    if access.allow_host_network:
+        return
+    if driver not in NETWORK_DRIVERS:
+        raise Denied("allow_host_network", f"a network with the driver {driver!r} reaches the host's own "
+                                           "interfaces or runs as root; only bridge networks are allowed")
+    options = _mapping(body.get("Options"), "Options")
+    if any(str(k).strip().lower() == "com.docker.network.bridge.name" for k in options):
+        raise Denied("allow_host_network", "naming the bridge (com.docker.network.bridge.name) could join a "
+                                           "bridge of the host's")
 
 
 def judge_volume(body: Mapping[str, Any], access: Access, resolve: Callable[[str], str]) -> None:
@@ -151,6 +196,14 @@ def judge_volume(body: Mapping[str, Any], access: Access, resolve: Callable[[str
     if driver not in access.volume_drivers:
         raise Denied("volume_drivers", f"the volume driver {driver!r} is not allowed here")
     _local_options(_mapping(body.get("DriverOpts"), "DriverOpts"), access.places(resolve))
+
+
+def restart_with_volume_binds(host: Mapping[str, Any], volumes: Sequence[Mapping[str, Any]],
+                              joined: bool = False) -> None:
+    """A restart policy with named local volumes that bind folders (`volumes`: their
+    `Options`), or with the binds of a `--volumes-from` container (`joined`), refused like
+    one with host binds (see `restart_with_binds`)."""
+    restart_with_binds(host.get("RestartPolicy"), joined or any(volume_binds(options) for options in volumes))
 
 
 def check_binds_at_start(binds: Sequence[str], mounts: Sequence[Mapping[str, Any]], access: Access,
@@ -187,10 +240,56 @@ def _privileges(host: Mapping[str, Any], access: Access) -> None:
         for option in host.get("SecurityOpt") or []:
             key = str(option).replace(":", "=", 1).split("=", 1)[0].strip().lower()
             value = str(option).replace(":", "=", 1).partition("=")[2].strip().lower()
-            if key in _UNCONFINED and (key == "seccomp" or value in ("unconfined", "disable")):
+            if _confinement_changed(key, value):
                 raise Denied("allow_unconfined", f"--security-opt {option} is not allowed")
         if host.get("MaskedPaths") is not None or host.get("ReadonlyPaths") is not None:
             raise Denied("allow_unconfined", "changing the masked and read-only /proc paths is not allowed")
+    adjust = host.get("OomScoreAdj")
+    if isinstance(adjust, (int, float)) and adjust < 0 and not access.allow_privileged:
+        raise Denied("allow_privileged", f"--oom-score-adj {adjust} would have the kernel kill other users' "
+                                         "processes before this container's")
+
+
+def _confinement_changed(key: str, value: str) -> bool:
+    """A `--security-opt` that changes the container's confinement: any seccomp profile
+    but the default, any AppArmor profile but docker-default (another loaded one may allow
+    anything), any SELinux label (`type:spc_t` is unconfined), systempaths=unconfined."""
+    if key in ("seccomp", "label"):
+        return True
+    if key == "apparmor":
+        return value != "docker-default"
+    return key == "systempaths" and value == "unconfined"
+
+
+def _ports(host: Mapping[str, Any], access: Access) -> None:
+    """Host ports below 1024 are the host's services' (ssh, dns, http): not a container's."""
+    if access.allow_low_ports:
+        return
+    for port, bindings in _mapping(host.get("PortBindings"), "PortBindings").items():
+        for binding in bindings if isinstance(bindings, list) else []:
+            low = _lowest_port(binding.get("HostPort") if isinstance(binding, Mapping) else None)
+            if low is not None and 0 < low < 1024:
+                raise Denied("allow_low_ports", f"publishing {port} on host port {binding['HostPort']} is not "
+                                                "allowed: host ports below 1024 are the host's services'")
+
+
+def _lowest_port(value: Any) -> int | None:
+    """The first port of a HostPort (`80`, `8000-8010`; empty: the engine picks one)."""
+    text = str(value or "").strip()
+    if not text:
+        return None
+    try:
+        return int(text.split("-", 1)[0])
+    except ValueError:
+        raise UnreadableBody(f"the host port {text!r} is not a number") from None
+
+
+def _logging(host: Mapping[str, Any], access: Access) -> None:
+    """Log drivers that send elsewhere do so as dockerd, from the host: only the listed ones."""
+    config = _mapping(host.get("LogConfig"), "LogConfig")
+    driver = str(config.get("Type") or "")
+    if driver and driver not in access.log_drivers:
+        raise Denied("log_drivers", f"the log driver {driver!r} is not allowed here (it sends from the host)")
 
 
 def _sysctls(host: Mapping[str, Any], access: Access) -> None:
@@ -244,8 +343,7 @@ def _mount(mount: Any, places: Places, access: Access) -> Any:
 def _local_options(options: Mapping[str, Any], places: Places) -> None:
     """The local driver's mount(8) options: a bind (`o=bind`, or `type=none`) of `device`."""
     kind = str(options.get("type") or "").lower()
-    flags = [f.strip().lower() for f in str(options.get("o") or "").split(",")]
-    if "bind" in flags or "rbind" in flags or kind == "none":
+    if volume_binds(options):
         _checked_source(str(options.get("device") or ""), places)
     elif options.get("device") and kind not in ("tmpfs", "nfs", "nfs4", "cifs"):
         raise Denied("bind_roots", f"a local volume of type {kind or 'unknown'!r} over a device is not allowed")

@@ -457,6 +457,20 @@ class Box:
         with open(group, "a") as f:
             f.write(f"{name}:x:{uid}:\n")
 
+    def add_to_group(self, user: str, group: str) -> None:
+        """Make a box user a member of a box group (rewritten in place, as in add_user); idempotent."""
+        path = self.run_dir / "group"
+        lines = []
+        for line in path.read_text().splitlines():
+            fields = line.split(":")
+            if len(fields) == 4 and fields[0] == group:
+                members = [m for m in fields[3].split(",") if m]
+                fields[3] = ",".join(members + ([user] if user not in members else []))
+            lines.append(":".join(fields))
+        with open(path, "r+") as f:
+            f.write("\n".join(lines) + "\n")
+            f.truncate()
+
     def run_as(self, uid: int, cmd: Sequence[str], *, check: bool = True, timeout: float = 60
                ) -> subprocess.CompletedProcess[str]:
         """Run a command inside the box as an unprivileged user (no supplementary groups)."""
