@@ -121,6 +121,13 @@ _MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE gpu_state ADD COLUMN judged_run REAL;
     """,
+    # 6: GPU energy (joules, shared out per container) and GPU-seconds on GPUs without an energy
+    # counter; the owner's group at the time, for the monthly report per group
+    """
+    ALTER TABLE usage ADD COLUMN energy_j REAL NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN unmetered_s REAL NOT NULL DEFAULT 0;
+    ALTER TABLE usage ADD COLUMN grp TEXT;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -340,11 +347,25 @@ class GpuStore:
         row = self.execute("SELECT min(sent) FROM warnings WHERE container=? AND rule=?", (container, rule))
         return row.fetchone()[0]
 
-    def add_usage(self, day: str, user: str, container: str, state: str, gpu_seconds: float) -> None:
+    def add_usage(self, day: str, user: str, container: str, state: str, gpu_seconds: float,
+                  energy_j: float = 0.0, unmetered_s: float = 0.0, group: str | None = None) -> None:
+        """GPU-seconds of one container on one day, by verdict (busy, idle, unknown), with the
+        energy shared out to it (`energy_j`) and its GPU-seconds on GPUs without an energy
+        counter (`unmetered_s`: energy unknown there, not 0)."""
         column = {"busy": "busy_s", "idle": "idle_s"}.get(state, "unknown_s")
-        self.execute(f"INSERT INTO usage(day, user, container, {column}) VALUES(?,?,?,?) "
-                        f"ON CONFLICT(day, user, container) DO UPDATE SET {column}={column}+excluded.{column}",
-                        (day, user, container, gpu_seconds))
+        self.execute(f"INSERT INTO usage(day, user, container, {column}, energy_j, unmetered_s, grp) "
+                     "VALUES(?,?,?,?,?,?,?) ON CONFLICT(day, user, container) DO UPDATE SET "
+                     f"{column}={column}+excluded.{column}, energy_j=energy_j+excluded.energy_j, "
+                     "unmetered_s=unmetered_s+excluded.unmetered_s, grp=coalesce(excluded.grp, grp)",
+                     (day, user, container, gpu_seconds, energy_j, unmetered_s, group))
+
+    def usage_totals(self) -> list[sqlite3.Row]:
+        """Every user's totals since ds01d began (the metrics' counters start from them, so they
+        survive restarts): user, a group it was in (grp), busy_s, idle_s, unknown_s, energy_j, unmetered_s."""
+        return self.execute(
+            """SELECT user, max(grp) AS grp, sum(busy_s) AS busy_s, sum(idle_s) AS idle_s,
+                      sum(unknown_s) AS unknown_s, sum(energy_j) AS energy_j, sum(unmetered_s) AS unmetered_s
+               FROM usage GROUP BY user""").fetchall()
 
     def usage_by_user(self, since_day: str) -> list[sqlite3.Row]:
         return self.execute(
