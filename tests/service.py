@@ -31,13 +31,18 @@ class Service:
         self.state_dir = self.dir / "state"
         self.config_path = self.dir / "ds01.yaml"
         self.nvml_scenario = self.dir / "nvml.json" if fake_nvml else None
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.metrics_dir = self.dir / "metrics"        # this service's own textfile directory
+        self.metrics_dir.mkdir(parents=True, exist_ok=True)
         self.notify_home = add_notify_user(box)
         self.write_config(config_text)
         self.install()
 
     def write_config(self, text: str) -> None:
-        """Write the config; `{state_dir}` in it is replaced by this service's state directory."""
+        """Write the config; `{state_dir}` in it is replaced by this service's state directory.
+        An inline `daemon: {...}` without `metrics_file` gets this service's own (not the host's
+        node exporter directory, which every box would share)."""
+        if "metrics_file" not in text:
+            text = text.replace("daemon: {", f'daemon: {{metrics_file: "{self.metrics_dir}/ds01d.prom", ', 1)
         self.config_path.write_text(text.replace("{state_dir}", str(self.state_dir)))
 
     def install(self) -> None:

@@ -79,7 +79,7 @@ def test_unknown_keys_at_every_level():
         "/etc/ds01/ds01.yaml:1: top level: unknown key 'deamon' (known: daemon, policies, defaults, "
         "default_group, groups, user_overrides)",
         "/etc/ds01/ds01.yaml:2: daemon: unknown key 'sampling_intervall' (known: sampling_interval, "
-        "state_dir, socket_path, admin_group, show_other_users, audit_retention)",
+        "state_dir, socket_path, admin_group, show_other_users, audit_retention, metrics_file)",
         "/etc/ds01/ds01.yaml:3: policies: unknown key 'idle_treshold' (known: idle_threshold, idle_window, "
         "grace_after_start, warning_lead_times, keep_alive_file, keep_alive_max_age, gpus_all, unowned, "
         "outside_slice, sigterm_grace, notify_command, notify_timeout, max_extension, allocation_timeout, "

@@ -45,7 +45,7 @@ def test_prune_forgets_old_audit_and_long_removed_containers_but_not_usage(tmp_p
     store.add_audit(50.0, "stop", "old news", user="alice", container="old")
     store.add_audit(150.0, "stop", "recent news", user="alice", container="recent")
     store.execute("INSERT INTO warnings VALUES ('old', 'idle', 1, 1, 40.0)")
-    store.execute("INSERT INTO usage VALUES ('2026-01-01', 'alice', 'old', 5, 0, 0)")
+    store.execute("INSERT INTO usage(day, user, container, busy_s) VALUES ('2026-01-01', 'alice', 'old', 5)")
     assert store.prune(100.0) == {"audit": 1, "containers": 1}
     assert [r["reason"] for r in store.audit()] == ["recent news"]
     assert store.container("old") is None and store.container("recent") and store.container("live")

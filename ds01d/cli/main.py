@@ -116,6 +116,12 @@ def cmd_gateway_run(args: argparse.Namespace) -> int:
     return run_gateway(Ds01Policy(args.config, args.engine), sock, args.engine)
 
 
+def cmd_metrics_http(args: argparse.Namespace) -> int:
+    """What ds01-metrics.service starts: the metrics file over HTTP on systemd's socket."""
+    from ds01d.cli.metrics_http import serve
+    return serve(args.config)
+
+
 def cmd_gateway_switch(args: argparse.Namespace) -> int:
     """`ds01d gateway enable|disable`: one sentence either way."""
     from pathlib import Path
@@ -313,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
         g.add_argument("--unit-dir", default="/etc/systemd/system", help=argparse.SUPPRESS)
         g.add_argument("--runtime", action="store_true", help=argparse.SUPPRESS)
         g.set_defaults(func=cmd_gateway_switch)
+
+    p = sub.add_parser("metrics-http", help="serve the metrics file over HTTP on systemd's socket "
+                                            "(what ds01-metrics.service starts)")
+    p.add_argument("--config", default=DEFAULT_PATH, metavar="PATH", help=f"config file (default {DEFAULT_PATH})")
+    p.set_defaults(func=cmd_metrics_http)
 
     p = sub.add_parser("check-config", help="validate a config file (exit 1 with file:line problems)")
     p.add_argument("path", nargs="?", default=DEFAULT_PATH, metavar="PATH",

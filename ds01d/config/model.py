@@ -100,6 +100,7 @@ class DaemonSettings:
     admin_group: str | None = "ds01-admin"
     show_other_users: bool = True
     audit_retention: int | None = 90 * 86400   # seconds of audit trail kept; None: forever
+    metrics_file: str | None = "/var/lib/prometheus/node-exporter/ds01d.prom"   # None: no metrics
 
 
 @dataclass(frozen=True)

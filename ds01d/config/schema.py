@@ -235,6 +235,7 @@ DAEMON_PARSERS: dict[str, Parser] = {
     "admin_group": nullable(name),
     "show_other_users": boolean,
     "audit_retention": nullable(positive_duration),
+    "metrics_file": nullable(abs_path),
 }
 
 POLICY_PARSERS: dict[str, Parser] = {

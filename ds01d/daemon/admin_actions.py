@@ -18,7 +18,9 @@ from ds01d.daemon.allocation_service import Allocations, Host
 from ds01d.daemon.gpu_watch import GpuWatch
 from ds01d.daemon.status_model import Caller, iso
 from ds01d.daemon.reload import ReloadOutcome
-from ds01d.daemon.request_args import AdmitArgs, ExtendArgs, FreeArgs, ReleaseArgs, ReloadArgs, UsageArgs
+from ds01d.daemon.metrics_export import MetricsExport
+from ds01d.daemon.request_args import AdmitArgs, ExtendArgs, FreeArgs, RefusedArgs, ReleaseArgs, ReloadArgs, \
+    UsageArgs
 from ds01d.daemon.status_server import AdminRequest, deliver
 from ds01d.host.decision_log import DecisionLog
 from ds01d.host.state_db import Store
@@ -36,6 +38,7 @@ class DaemonState(Protocol):
     gpus: GpuWatch
     allocations: Allocations
     log: DecisionLog
+    metrics: MetricsExport
     clock: Callable[[], float]
 
     def limits_for(self, owner: str | None) -> EffectiveLimits: ...
@@ -69,6 +72,8 @@ class AdminActions:
                 result = self.admit(request.args, request.caller)
             elif isinstance(request.args, FreeArgs):
                 result = d.allocations.free(request.args.id, request.caller)
+            elif isinstance(request.args, RefusedArgs):
+                result = self.refused(request.args, request.caller)
             else:
                 result = (404, {"error": f"no such action {request.action}"})
         except Exception as exc:  # the caller gets the error; the daemon goes on
@@ -156,6 +161,13 @@ class AdminActions:
         if caller.uid != 0:
             return 403, {"error": "only the Docker gateway (root) asks for admissions"}
         return self.daemon.admission(args.uid, args.build)
+
+
+    def refused(self, args: RefusedArgs, caller: Caller) -> Answer:
+        """For the gateway only: one create it refused, counted by reason for the metrics."""
+        if caller.uid != 0:
+            return 403, {"error": "only the Docker gateway (root) reports refusals"}
+        return 200, {"counted": self.daemon.metrics.tally.count("ds01_creates_refused_total", args.reason)}
 
 
 def whose(rec: ContainerRecord) -> str:

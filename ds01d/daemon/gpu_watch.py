@@ -20,6 +20,7 @@ import math
 from typing import Callable, Iterable, Protocol, TypeVar
 
 from ds01d.config import GpusAllPolicy, Policies
+from ds01d.rules.energy import EnergyShare, energy_deltas, share_energy
 from ds01d.rules.gpu_request import GpuRequest
 from ds01d.rules.gpu_units import Inventory, Unit, UnitSample, container_of_cgroup, gpu_equivalents, resolve_request
 from ds01d.rules.lifecycle import (UNKNOWN, Deadline, IdleState, Verdict, hold_end, idle_deadline, quota_check,
@@ -31,6 +32,7 @@ from ds01d.host.nvml import Nvml, NvmlHung, NvmlUnavailable
 from ds01d.config.quantities import format_duration, format_size
 from ds01d.host.state_db import GpuStore, Store
 from ds01d.rules.records import ContainerRecord, GpuState
+from ds01d.rules.usage_totals import UsageTotals
 
 T = TypeVar("T")
 INVENTORY_EVERY = 30          # passes between inventory refreshes (MIG layouts change rarely)
@@ -81,6 +83,12 @@ class GpuWatch:
         self.news: list[str] = []                    # NVML's re-initialisations, for the journal
         self._seen_on: dict[str, set[str]] = {}     # container -> units NVML shows it on this pass
         self.found: list[str] = []                   # containers first found on units this pass
+        self.energy_readings: dict[str, int | None] = {}    # GPU uuid -> NVML's energy counter (mJ), last pass
+        self.nvml_answered = True                            # False: NVML's last read did not come back
+        self.energy_joules: dict[str, float | None] = {}    # GPU uuid -> joules over the last interval
+        self._energy: dict[str, EnergyShare] = {}           # container -> its share of them
+        self.usage_totals: UsageTotals | None = None        # per user since ds01d began (the metrics' counters)
+        self.pass_seconds: float | None = None               # how long the last pass took
 
     # --- NVML ---------------------------------------------------------------------
 
@@ -115,17 +123,21 @@ class GpuWatch:
             return {}
         due = self.passes % INVENTORY_EVERY == 0
 
-        def read() -> tuple[Inventory, list[UnitSample]]:
+        def read() -> tuple[Inventory, list[UnitSample], dict[str, int | None]]:
             inventory = nvml.refresh(self.inventory, due=due)
-            return inventory, nvml.sample(inventory)
+            return inventory, nvml.sample(inventory), nvml.energy(inventory)
         try:
-            self.inventory, samples = self.nvml_call(read)
+            self.inventory, samples, energy = self.nvml_call(read)
         except NvmlHung as exc:
+            self.energy_joules, self.energy_readings, self.nvml_answered = {}, {}, False
             return {u.uuid: UnitSample(u.uuid, None, None, None, unknown_reason=str(exc), process_gap=str(exc))
                     for u in self.inventory.units}
         finally:
             self.news.extend(nvml.events)
             nvml.events.clear()
+        self.nvml_answered = True
+        self.energy_joules = energy_deltas(self.energy_readings, energy)
+        self.energy_readings = energy
         return {s.uuid: s for s in samples}
 
     def _container_of_pid(self, pid: int) -> str | None:
@@ -241,6 +253,10 @@ class GpuWatch:
         pids = self._pids_by_container()
         self._states = self.gpu.all()
         self._extensions = self.gpu.extensions()
+        if self.usage_totals is None:
+            self.usage_totals = UsageTotals.from_rows(self.gpu.usage_totals())
+        self._energy = share_energy({r.id: self.units_of(r)[0] for r in records
+                                     if r.status == "running" and self._is_gpu_container(r)}, self.energy_joules)
         running = set()
         with self.store.transaction():  # one commit per pass, not one per container
             for rec in records:
@@ -304,7 +320,11 @@ class GpuWatch:
             act.note(rec, "gpu-unknown", f"GPU activity unknown, idle clock paused: {v.why}")
         if rec.owner and elapsed:
             day = dt.datetime.fromtimestamp(now, dt.timezone.utc).date().isoformat()
-            self.gpu.add_usage(day, rec.owner, rec.id, v.state, elapsed * gpu_equivalents(units))
+            share = self._energy.get(rec.id, EnergyShare())
+            gpu_seconds, unmetered = elapsed * gpu_equivalents(units), elapsed * share.unmetered
+            self.gpu.add_usage(day, rec.owner, rec.id, v.state, gpu_seconds, share.joules, unmetered, rec.group)
+            assert self.usage_totals is not None
+            self.usage_totals.add(rec.owner, rec.group, v.state, gpu_seconds, share.joules, unmetered)
         # While its activity is unknown, no idle stop is due: the clock is paused, not run out.
         deadlines = self.deadlines(rec, limits, policies, None if v.state == UNKNOWN else state.idle_since, now)
         if deadlines:

@@ -47,6 +47,7 @@ from ds01d.daemon.allocation_service import Allocations, Host
 from ds01d.daemon.docker_connector import Connected, DockerConnector, Unreachable
 from ds01d.daemon.inbox import EVENTS, REQUESTS, RESULTS, Inbox
 from ds01d.daemon.gpu_watch import GpuWatch
+from ds01d.daemon.metrics_export import MetricsExport
 from ds01d.daemon.reload import ReloadOutcome, load_checked_config, reload_config
 from ds01d.daemon.slice_keeper import SliceKeeper
 from ds01d.daemon.status_model import StatusView, iso
@@ -159,6 +160,9 @@ class Daemon:
         self.server: StatusServer | None = None
         self.last_alive = float(self.store.get_meta("last_alive") or 0.0)
         self.admission_key = self.open_admission_key()
+        self.metrics = MetricsExport(self)
+        self.log.on_record = self.metrics.tally.decision
+        self.metrics_due = False
 
     # --- the loop -----------------------------------------------------------
 
@@ -203,6 +207,9 @@ class Daemon:
                 self.step("reconciling after a state change", self.reconcile)
             if self.dirty and time.monotonic() >= self.next_publish:
                 self.step("status view", self.publish)  # a broken view must not take enforcement down
+            if self.metrics_due and not self.dirty:
+                self.metrics_due = False
+                self.step("writing the metrics", lambda: self.metrics.write(self.status_app.view))
             if time.monotonic() >= self.next_status:
                 self.next_status = time.monotonic() + STATUS_EVERY
                 self.notifier.status(self.status_line())
@@ -277,6 +284,7 @@ class Daemon:
         self.docker_pool.shutdown(wait=False, cancel_futures=True)
         self.nvml_pool.shutdown(wait=False, cancel_futures=True)
         self.actuator.shutdown()
+        self.metrics.withdraw()
         self.gpus.close()
         self.slice_keeper.close()
         self.store.close()
@@ -325,6 +333,7 @@ class Daemon:
         """
         assert self.docker is not None
         docker = self.docker
+        started = time.monotonic()
         ids = self.docker_call(docker.container_ids)
         inspects = [self.docker_pool.submit(docker.inspect, cid) for cid in ids]
         try:
@@ -339,6 +348,7 @@ class Daemon:
                 future.cancel()  # Docker failed part-way: the reconnect reconciles again
         for gone in self.store.live_ids() - set(ids):
             self.store.mark_removed(gone)
+        self.metrics.reconcile_seconds = time.monotonic() - started
         return len(ids)
 
     def docker_call(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -394,6 +404,7 @@ class Daemon:
         cursor = event_cursor(event)
         if cursor:
             self.store.set_meta("last_event", cursor)
+            self.metrics.event_lag = max(0.0, self.clock() - float(cursor))
 
     def observe(self, info: dict[str, Any], trigger: str) -> None:
         """Record one container as Docker shows it now, then apply the rules to it."""
@@ -486,7 +497,8 @@ class Daemon:
 
     def sampling_pass(self) -> None:
         interval = self.config.daemon.sampling_interval
-        self.next_pass = time.monotonic() + interval
+        started = time.monotonic()
+        self.next_pass = started + interval
         self._limits.clear()  # Unix groups and override expiry may have moved since the last pass
         self.step("sampling pass", lambda: (
             self.gpus.run_pass(self.store.live_containers(), self.limits_for, self.config.policies, interval,
@@ -499,7 +511,8 @@ class Daemon:
         self.step("pruning the audit trail", self.prune)
         self.last_alive = self.clock()
         self.store.set_meta("last_alive", repr(self.last_alive))
-        self.dirty = True
+        self.gpus.pass_seconds = time.monotonic() - started
+        self.dirty = self.metrics_due = True
 
     def judge_found(self) -> None:
         """A container found computing on units it never asked for (CDI, --privileged, /dev
@@ -670,6 +683,7 @@ class Daemon:
     def _reload(self) -> ReloadOutcome:
         outcome = reload_config(self.config, self.today(), self.log)
         self.reload_refused = outcome.refused
+        self.metrics.reload = (outcome.config is not None, self.clock())
         if outcome.config is not None:
             self.config = outcome.config
             self._unix = None

@@ -20,6 +20,7 @@ MAX_USAGE_S = 10 * 366 * 86400     # ten years of usage at most
 MAX_CONTAINER_REF = 128            # Docker names are far shorter; ids are 64 hex digits
 #: Login names as useradd(8) allows them by default (and at most 32 characters).
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}[a-z0-9_$-]?")
+REASON = re.compile(r"[a-z0-9_]{1,48}")
 
 
 class BadRequest(ValueError):
@@ -78,11 +79,18 @@ class FreeArgs:
 
 
 @dataclass(frozen=True)
+class RefusedArgs:
+    """`POST /v1/refused`: the gateway (root) counts a create it refused, by reason (the metrics)."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class ReloadArgs:
     """`POST /v1/reload`: read the config file again (root and admins; what ExecReload runs)."""
 
 
-ActionArgs = Union[AllocateArgs, ReleaseArgs, ExtendArgs, ReloadArgs, UsageArgs, AdmitArgs, FreeArgs]
+ActionArgs = Union[AllocateArgs, ReleaseArgs, ExtendArgs, ReloadArgs, UsageArgs, AdmitArgs, FreeArgs, RefusedArgs]
 
 
 def whole_number(name: str, low: int, high: int) -> Callable[[Any], int]:
@@ -102,6 +110,12 @@ def flag(name: str) -> Callable[[Any], bool]:
             raise BadRequest(f"{name} must be true or false, not {_kind(value)}")
         return value
     return check
+
+
+def reason_name(value: Any) -> str:
+    if not isinstance(value, str) or not REASON.fullmatch(value):
+        raise BadRequest("reason must be a rule's name (lower-case letters, digits and '_', at most 48 characters)")
+    return value
 
 
 def user_name(value: Any) -> str:
@@ -140,6 +154,7 @@ _ACTIONS: dict[str, tuple[type, dict[str, tuple[Callable[[Any], Any], bool]]]] =
     "reload": (ReloadArgs, {}),
     "admit": (AdmitArgs, {"uid": (whole_number("uid", 0, 2**32 - 2), True), "build": (flag("build"), False)}),
     "free": (FreeArgs, {"id": (whole_number("id", 1, 2**62), True)}),
+    "refused": (RefusedArgs, {"reason": (reason_name, True)}),
     "usage": (UsageArgs, {"since_s": (whole_number("since_s", 0, MAX_USAGE_S), False)}),
 }
 ACTIONS = tuple(_ACTIONS)

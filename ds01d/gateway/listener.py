@@ -12,7 +12,7 @@ import os
 import socket
 import stat
 
-SD_LISTEN_FDS_START = 3
+from ds01d.host.socket_activation import passed_socket
 
 
 class ListenerError(Exception):
@@ -20,16 +20,9 @@ class ListenerError(Exception):
 
 
 def activated_socket(environ: dict[str, str] | None = None) -> socket.socket | None:
-    """systemd's first passed socket (fd 3), or None when this process was not activated.
-    The LISTEN_* variables are removed so that no child takes the socket for its own."""
-    env = os.environ if environ is None else environ
-    pid, fds = env.get("LISTEN_PID", ""), env.get("LISTEN_FDS", "")
-    if not (pid.isdigit() and int(pid) == os.getpid() and fds.isdigit() and int(fds) >= 1):
-        return None
-    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
-        env.pop(name, None)
-    sock = socket.socket(fileno=SD_LISTEN_FDS_START)
-    if sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM:
+    """systemd's first passed socket, or None when this process was not activated."""
+    sock = passed_socket(environ)
+    if sock is not None and (sock.family != socket.AF_UNIX or sock.type != socket.SOCK_STREAM):
         raise ListenerError("the socket systemd passed is not a Unix stream socket; check ds01-gateway.socket")
     return sock
 

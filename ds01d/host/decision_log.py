@@ -66,12 +66,15 @@ class DecisionLog:
         self.send = send
         self.clock = clock
         self.throttle = Throttle()
+        #: Told of every decision before throttling (the metrics count them all).
+        self.on_record: Callable[[str, dict[str, Any] | None], None] = lambda action, details: None
 
     def record(self, action: str, reason: str, *, user: str | None = None, container: str | None = None,
                name: str | None = None, group: str | None = None, slice_name: str | None = None,
                priority: int = syslog.LOG_INFO, details: dict[str, Any] | None = None,
                throttled: bool = False) -> None:
         """Journal and audit one decision; `throttled` for what a user can provoke at will."""
+        self.on_record(action, details)
         if throttled:
             left_out = self.throttle.admit(action, user, self.clock())
             if left_out is None:

@@ -306,6 +306,26 @@ class Nvml:
             self._reopen_wait = REOPEN_FIRST
         return list(samples.values())
 
+    def energy(self, inventory: Inventory) -> dict[str, int | None]:
+        """Each physical GPU's total-energy counter (millijoules since the driver loaded), by GPU
+        uuid; None where the GPU has none (before Volta, some boards) or it cannot be read."""
+        out: dict[str, int | None] = {}
+        for unit in inventory.units:
+            h = self.handles.get(unit.uuid)
+            if unit.gpu_uuid in out and out[unit.gpu_uuid] is not None:
+                continue
+            out[unit.gpu_uuid] = None if h is None else self._energy(h.parent)
+        return out
+
+    def _energy(self, handle: Any) -> int | None:
+        try:
+            return int(self.nv.nvmlDeviceGetTotalEnergyConsumption(handle))
+        except self.nv.NVMLError as exc:
+            self._note(exc)
+            return None
+        except AttributeError:          # a pynvml without the function: no counter either
+            return None
+
     def _sample_unit(self, unit: Unit, gpm: dict) -> UnitSample:
         h = self.handles.get(unit.uuid)
         if h is None:

@@ -50,8 +50,8 @@ CATALOGUE: tuple[Spec, ...] = (
          "1 where the unit's activity was measured this interval, 0 where it is unknown (not idle)."),
     Spec("ds01_gpu_memory_used_bytes", "gauge", UNIT_LABELS,
          "Memory in use on the unit; absent where NVML cannot tell."),
-    Spec("ds01_gpu_energy_counter_known", "gauge", ("Hostname", "gpu", "UUID"),
-         "1 where the GPU has NVML's total-energy counter (energy is shared out from it), else 0."),
+    Spec("ds01_gpu_energy_metered", "gauge", ("Hostname", "gpu", "UUID"),
+         "1 where the GPU has NVML's total-energy reading (energy is shared out from it), else 0: unknown."),
     # -- users ------------------------------------------------------------------------------
     Spec("ds01_user_gpus_in_use", "gauge", USER_LABELS,
          "GPU-equivalents held by the user's running containers (a MIG instance counts its share)."),
@@ -105,6 +105,14 @@ CATALOGUE: tuple[Spec, ...] = (
 )
 
 BY_NAME = {spec.name: spec for spec in CATALOGUE}
+
+
+@dataclass(frozen=True)
+class Family:
+    """One family's samples as computed: (labels, value) pairs; a missing label is empty."""
+
+    spec: Spec
+    samples: tuple[tuple[dict[str, str], float], ...]
 
 
 def exposed_names() -> set[str]:

@@ -26,6 +26,10 @@ kind fake hides the paths where a busy container would be judged idle:
   makes nvmlInit raise DRIVER_NOT_LOADED; `hang_s: N` makes every call block N seconds
   first (NVML has no timeouts).  A MIG handle whose
   instance was destroyed or recreated since it was handed out raises INVALID_ARGUMENT.
+- `nvmlDeviceGetTotalEnergyConsumption` answers only on a GPU with `power_w` (the
+  counter grows at that rate, in millijoules, from `energy_mj` when the module first saw
+  the GPU: a driver reload does not reset it here) and NOT_SUPPORTED elsewhere, MIG
+  device handles included, as boards without the counter do.
 - MIG GPUs have `max_slices` slices (7: A100/H100; 4: A30).  Several entries with the
   same `gi` are compute instances of one GPU instance (`slices` is the GPU instance's
   slice count, `ci_slices` the compute instance's); GPM measures the GPU instance.
@@ -71,6 +75,7 @@ _scenario_path: str | None = os.environ.get("DS01D_FAKE_NVML")
 _cache: tuple[float, dict[str, Any]] | None = None
 _session: int | None = None          # the driver epoch nvmlInit saw; None = not initialised
 _gpm_samples: dict[int, tuple[float, float, float] | None] = {}   # live sample -> (time, graphics, SM) once taken
+_energy_epoch: dict[str, float] = {}     # GPU uuid -> when its energy counter was first read
 
 
 @dataclass(frozen=True)
@@ -241,6 +246,15 @@ def nvmlDeviceGetUtilizationRates(handle: _Handle) -> c_nvmlUtilization_t:
     util.gpu = int(dev.get("utilization", 0))
     util.memory = 0
     return util
+
+
+@_nvml
+def nvmlDeviceGetTotalEnergyConsumption(handle: _Handle) -> int:
+    dev = _dev(handle, "nvmlDeviceGetTotalEnergyConsumption")
+    if handle.mig is not None or dev.get("power_w") is None:
+        raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+    since = _energy_epoch.setdefault(dev["uuid"], time.monotonic())
+    return int(dev.get("energy_mj", 0) + float(dev["power_w"]) * 1000 * (time.monotonic() - since))
 
 
 @_nvml
