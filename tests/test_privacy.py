@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -56,3 +58,52 @@ def test_a_name_ending_a_sentence_is_hidden_and_data_fields_are_left_alone():
     doc = {"status": "running", "at": "2026-11-25T10:00:00Z", "reason": "stopped: running since 10:00"}
     assert r.tree(doc) == {"status": "running", "at": "2026-11-25T10:00:00Z",
                            "reason": "stopped: (hidden) since 10:00"}
+
+
+def _usage_daemon(tmp_path, show_other_users):
+    """AdminActions over a real usage table, a fixed clock (2026-11-20) and the one setting it reads."""
+    import datetime as dt
+    from types import SimpleNamespace
+
+    from ds01d.daemon.admin_actions import AdminActions
+    from ds01d.host.state_db import GpuStore, Store
+
+    gpu = GpuStore(Store(str(tmp_path / "state.db")))
+    gpu.add_usage("2026-10-05", "alice", "c1", "busy", 3600, energy_j=1e6, group="vision")
+    gpu.add_usage("2026-10-06", "bob", "c2", "busy", 7200, energy_j=2e6, group="vision")
+    now = dt.datetime(2026, 11, 20, 12, tzinfo=dt.timezone.utc).timestamp()
+    daemon = SimpleNamespace(config=SimpleNamespace(daemon=SimpleNamespace(show_other_users=show_other_users)),
+                             gpus=SimpleNamespace(gpu=gpu), clock=lambda: now)
+    return AdminActions(daemon)
+
+
+def test_usage_through_the_socket_hides_other_users_and_their_groups(tmp_path):
+    from ds01d.daemon.request_args import parse_args
+    from ds01d.daemon.status_model import Caller
+
+    actions = _usage_daemon(tmp_path, show_other_users=False)
+    alice, root = Caller("alice", 1001, False), Caller("root", 0, True)
+    october = {"since": "2026-10-01", "until": "2026-11-01"}
+    code, doc = actions.usage(parse_args("usage", october), alice)
+    assert code == 200 and [u["user"] for u in doc["users"]] == ["alice"] and "bob" not in json.dumps(doc)
+    assert (doc["since"], doc["until"], doc["by"]) == ("2026-10-01", "2026-11-01", "user")
+    code, doc = actions.usage(parse_args("usage", {**october, "by": "group"}), alice)
+    assert code == 403 and doc == {"error": "usage per group is for admins on this host, where other users "
+                                            "are not shown (daemon.show_other_users is false)"}
+    code, doc = actions.usage(parse_args("usage", {**october, "by": "group"}), root)
+    assert code == 200 and [(g["group"], g["busy_gpu_seconds"]) for g in doc["groups"]] == [("vision", 10800.0)]
+
+
+def test_usage_through_the_socket_where_users_are_shown(tmp_path):
+    from ds01d.daemon.request_args import parse_args
+    from ds01d.daemon.status_model import Caller
+
+    actions = _usage_daemon(tmp_path, show_other_users=True)
+    alice = Caller("alice", 1001, False)
+    code, doc = actions.usage(parse_args("usage", {"by": "group"}), alice)     # the last 30 days: 2026-10-21 on
+    assert code == 200 and doc["groups"] == [] and doc["since"] == "2026-10-21" and doc["until"] == "2026-11-21"
+    code, doc = actions.usage(parse_args("usage", {"since_s": 60 * 86400}), alice)
+    assert [u["user"] for u in doc["users"]] == ["bob", "alice"]
+    code, doc = actions.usage(parse_args("usage", {"since": "2026-10-10", "until_s": 60 * 86400}), alice)
+    assert code == 400 and doc["error"] == \
+        "until (2026-09-22) is not after since (2026-10-10), so no day would be counted"

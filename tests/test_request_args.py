@@ -104,3 +104,44 @@ def test_admit_takes_a_uid():
     for bad in ({}, {"uid": -1}, {"uid": "2001"}, {"uid": 2**32}, {"uid": 1, "user": "root"}):
         with pytest.raises(BadRequest):
             parse_args("admit", bad)
+
+
+def test_usage_takes_durations_dates_and_a_key():
+    import datetime as dt
+
+    assert parse_args("usage", {}) == UsageArgs()
+    assert UsageArgs().since_point() == 30 * 86400 and UsageArgs().until_point() is None
+    assert parse_args("usage", {"since_s": 604800}) == UsageArgs(since_s=604800)     # what older CLIs send
+    october = parse_args("usage", {"since": "2026-10-01", "until": "2026-11-01", "by": "group"})
+    assert (october.since_point(), october.until_point(), october.by) == \
+        (dt.date(2026, 10, 1), dt.date(2026, 11, 1), "group")
+    assert parse_args("usage", {"until_s": 0}).until_point() == 0
+
+
+@pytest.mark.parametrize("body,message", [
+    ({"since_s": -86400}, "since_s must be a whole number from 0 to 316224000, not -86400"),
+    ({"since_s": 10**400}, "since_s must be a whole number from 0 to 316224000, not a number that large"),
+    ({"since_s": "30d"}, "since_s must be a whole number from 0 to 316224000, not a string"),
+    ({"since_s": 1.5}, "not a fraction"),
+    ({"since_s": True}, "not a boolean"),
+    ({"until_s": -1}, "until_s must be a whole number from 0"),
+    ({"until_s": 2**63}, "not a number that large"),
+    ({"since": 20261001}, "since must be a UTC date written like 2026-10-01, not a number"),
+    ({"since": "20261001"}, "since must be a UTC date written like 2026-10-01$"),
+    ({"since": "2026-10-01T00:00"}, "since must be a UTC date written like 2026-10-01$"),
+    ({"since": "2026-10-01\n"}, "since must be a UTC date written like 2026-10-01$"),
+    ({"until": "2026-02-30"}, "until must be a UTC date written like 2026-10-01, and 2026-02-30 is no day"),
+    ({"until": ["2026-10-01"]}, "not a list"),
+    ({"since": "x" * 10_000}, "since must be a UTC date written like 2026-10-01$"),
+    ({"by": "project"}, "by must be 'user' or 'group'$"),
+    ({"by": "grp; DROP TABLE usage"}, "by must be 'user' or 'group'$"),
+    ({"by": ["user"]}, "by must be 'user' or 'group', not a list"),
+    ({"by": {"user": 1}}, "not an object"),
+    ({"since_s": 86400, "since": "2026-10-01"}, "give since_s or since, not both"),
+    ({"until_s": 0, "until": "2026-10-01"}, "give until_s or until, not both"),
+    ({"group": "nlp"}, "usage takes by, since, since_s, until, until_s; not 'group'"),
+])
+def test_usage_refusals_are_one_sentence(body, message):
+    with pytest.raises(BadRequest, match=message) as exc:
+        parse_args("usage", body)
+    assert "\n" not in str(exc.value) and len(str(exc.value)) <= 120

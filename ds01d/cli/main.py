@@ -19,6 +19,7 @@ from ds01d.config import DEFAULT_PATH, ConfigError, load_config
 from ds01d.config.checks import host_problems
 from ds01d.rules.limits import EffectiveLimits, resolve, slice_properties
 from ds01d.rules.safe_text import printable
+from ds01d.rules.usage_window import Point
 from ds01d.cli.limits_report import render_docker_args, render_text, to_json
 from ds01d.host.engine_socket import ENGINE_SOCKET
 from ds01d.host.unix_groups import is_local_user, unix_group_members
@@ -137,50 +138,175 @@ def cmd_gateway_switch(args: argparse.Namespace) -> int:
 
 
 def cmd_usage(args: argparse.Namespace) -> int:
-    """GPU-seconds per user, busy and idle, since a day: from the state database where this
-    user may read it (root), else from the daemon (which shows others as the config says)."""
-    from ds01d.config.quantities import parse_duration
+    """GPU time and energy per user or group on a window of days: from the state database where
+    this user may read it (root), else from the daemon (which shows others as the config says).
+    The options are checked before anything is read, so a typo costs one sentence, not a query."""
+    query = _usage_query(args)
+    if isinstance(query, int):
+        return query
     try:
         config = load_config(args.config)
-        since = parse_duration(args.since)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_PROBLEM
-    except ValueError as exc:
-        print(f"ds01d usage: --since: {exc}", file=sys.stderr)
-        return EXIT_USAGE
     path = f"{config.daemon.state_dir}/state.db"
-    doc = _usage_from_file(path, since) if os.access(path, os.R_OK) else \
-        _ask(args, "usage", "POST", "/v1/usage", {"since_s": since})
+    doc = _usage_from_file(path, query) if os.access(path, os.R_OK) else \
+        _ask(args, "usage", "POST", "/v1/usage", query.body())
     if isinstance(doc, int):
         return doc
     if args.json:
         print(json.dumps(doc, indent=2))
-        return EXIT_OK
-    print(f"GPU time since {doc['since']} (UTC), in GPU-hours (a MIG instance counts as its share of a GPU)")
-    print(f"{'user':<20} {'containers':>10} {'busy':>9} {'idle':>9} {'unknown':>9} {'idle %':>7}")
-    for u in doc["users"]:
-        total = u["busy_gpu_seconds"] + u["idle_gpu_seconds"] + u["unknown_gpu_seconds"]
-        idle_pct = f"{100 * u['idle_gpu_seconds'] / total:.0f}%" if total else "-"
-        print(f"{printable(u['user']):<20} {u['containers']:>10} {u['busy_gpu_seconds'] / 3600:>9.2f} "
-              f"{u['idle_gpu_seconds'] / 3600:>9.2f} {u['unknown_gpu_seconds'] / 3600:>9.2f} {idle_pct:>7}")
-    if not doc["users"]:
-        print("(no GPU use recorded)")
+    elif args.csv:
+        _print_usage_csv(doc)
+    else:
+        _print_usage_text(doc)
     return EXIT_OK
 
 
-def _usage_from_file(path: str, since: int) -> dict | int:
+class _UsageQuery:
+    """`ds01d usage`'s options, checked: each end of the window as given (a date or seconds
+    back, which the daemon resolves on its own clock) and as days here."""
+
+    def __init__(self, since: Point, until: Point | None, by: str, days: tuple[dt.date, dt.date]):
+        self.since, self.until, self.by = since, until, by
+        self.since_day, self.until_day = days
+
+    def body(self) -> dict:
+        """The /v1/usage body: only what differs from the daemon's defaults, so that a plain
+        `ds01d usage --since 7d` still works with a daemon older than --until and --by."""
+        body = _point_field("since", self.since)
+        if self.until is not None:
+            body.update(_point_field("until", self.until))
+        if self.by != "user":
+            body["by"] = self.by
+        return body
+
+
+def _point_field(name: str, point: Point) -> dict:
+    return {name: point.isoformat()} if isinstance(point, dt.date) else {f"{name}_s": point}
+
+
+def _usage_query(args: argparse.Namespace) -> _UsageQuery | int:
+    """The checked options, or EXIT_USAGE after one sentence naming the option at fault."""
+    import time
+
+    from ds01d.rules.usage_window import USAGE_KEYS, printable_short, window
+    if args.by not in USAGE_KEYS:
+        return _usage_error(f"--by must be user or group, not {printable_short(args.by)}")
+    try:
+        since = _usage_point("--since", args.since)
+        until = None if args.until is None else _usage_point("--until", args.until)
+        days = window(since, until, time.time(), ("--since", "--until"))
+    except ValueError as exc:
+        return _usage_error(str(exc))
+    return _UsageQuery(since, until, args.by, days)
+
+
+def _usage_point(option: str, text: str) -> Point:
+    """One end of the window; ValueError naming the option."""
+    from ds01d.rules.usage_window import parse_point
+    try:
+        return parse_point(text)
+    except ValueError as exc:
+        raise ValueError(f"{option}: {exc}") from None
+
+
+def _usage_error(sentence: str) -> int:
+    print(f"ds01d usage: {sentence}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def _usage_from_file(path: str, query: _UsageQuery) -> dict | int:
+    """The report from the database itself: the same document the daemon answers with."""
     from ds01d.host.state_db import GpuStore, StateError, Store
     try:
         store = Store(path, readonly=True)
     except (StateError, OSError) as exc:
         print(f"ds01d usage: cannot read {path}: {exc}", file=sys.stderr)
         return EXIT_PROBLEM
-    first_day = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=since)).date()
+    since, until = query.since_day.isoformat(), query.until_day.isoformat()
     try:
-        return {"since": first_day.isoformat(), "users": GpuStore(store).usage_summary(first_day.isoformat())}
+        rows = GpuStore(store).usage_summary(since, until, query.by)
     finally:
         store.close()
+    return {"since": since, "until": until, "by": query.by, f"{query.by}s": rows}
+
+
+def _usage_rows(doc: dict) -> tuple[str, list[dict]]:
+    """The key (user or group) and the rows of a usage document (a daemon from before --by
+    answers with users only)."""
+    by = doc.get("by", "user")
+    return by, doc.get(f"{by}s", [])
+
+
+def _print_usage_text(doc: dict) -> None:
+    """The table, energy in kWh: `*` where part of a row's GPU time has no energy reading (a
+    footnote says how much), `unknown` where none has, so a missing meter never reads as 0."""
+    by, rows = _usage_rows(doc)
+    last = _last_day(doc)
+    print(f"GPU time from {doc['since']} to {last} (UTC days, both counted), in GPU-hours "
+          "(a MIG instance counts as its share of a GPU)")
+    print(f"{by:<20} {'containers':>10} {'busy':>9} {'idle':>9} {'unknown':>9} {'idle %':>7} {'energy':>13}")
+    notes = []
+    for r in rows:
+        total = r["busy_gpu_seconds"] + r["idle_gpu_seconds"] + r["unknown_gpu_seconds"]
+        idle_pct = f"{100 * r['idle_gpu_seconds'] / total:.0f}%" if total else "-"
+        energy, note = _energy_text(printable(r[by]), r.get("energy_joules"), r.get("unmetered_gpu_seconds", 0))
+        notes += [note] if note else []
+        print(f"{printable(r[by]):<20} {r['containers']:>10} {r['busy_gpu_seconds'] / 3600:>9.2f} "
+              f"{r['idle_gpu_seconds'] / 3600:>9.2f} {r['unknown_gpu_seconds'] / 3600:>9.2f} {idle_pct:>7} "
+              f"{energy:>13}")
+    if not rows:
+        print("(no GPU use recorded)")
+    for note in notes:
+        print(note)
+    if any(r.get("energy_joules") is None for r in rows):
+        print("unknown: none of that GPU time had an energy reading (energy unknown, not 0)")
+
+
+def _energy_text(key: str, joules: float | None, unmetered_s: float) -> tuple[str, str | None]:
+    """A row's energy cell and its footnote, if any."""
+    if joules is None:
+        return "unknown", None
+    cell = f"{joules / 3.6e6:.2f} kWh"
+    if not unmetered_s:
+        return cell, None
+    return cell + "*", (f"* {key}: plus {_hours(unmetered_s)} GPU-hours without an energy reading "
+                        "(GPUs without an energy counter, or before ds01d read it; energy unknown)")
+
+
+def _hours(seconds: float) -> str:
+    """GPU-hours to two places, without calling a few seconds 0.00."""
+    return f"{seconds / 3600:.2f}" if seconds >= 36 else "under 0.01"
+
+
+def _last_day(doc: dict) -> str:
+    """The last day counted (the document's `until` is the first day not counted)."""
+    until = doc.get("until")
+    return (dt.date.fromisoformat(until) - dt.timedelta(days=1)).isoformat() if until else "today"
+
+
+USAGE_CSV_COLUMNS = ("containers", "busy_gpu_hours", "idle_gpu_hours", "unknown_gpu_hours", "energy_kwh",
+                     "unmetered_gpu_hours", "since", "until")
+
+
+def _print_usage_csv(doc: dict) -> None:
+    """CSV for a spreadsheet, one row per user or group; `energy_kwh` is empty where no GPU
+    time had an energy reading, `until` the first day not counted."""
+    import csv
+    by, rows = _usage_rows(doc)
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow((by, *USAGE_CSV_COLUMNS))
+    for r in rows:
+        joules = r.get("energy_joules")
+        out.writerow((printable(r[by]), r["containers"], _csv_hours(r["busy_gpu_seconds"]),
+                      _csv_hours(r["idle_gpu_seconds"]), _csv_hours(r["unknown_gpu_seconds"]),
+                      "" if joules is None else f"{joules / 3.6e6:.4f}",
+                      _csv_hours(r.get("unmetered_gpu_seconds", 0)), doc["since"], doc.get("until", "")))
+
+
+def _csv_hours(seconds: float) -> str:
+    return f"{seconds / 3600:.4f}"
 
 
 def _socket(config_path: str) -> str:
@@ -342,11 +468,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="create or update the user's slice with these limits now (root)")
     p.set_defaults(func=cmd_limits)
 
-    p = sub.add_parser("usage", help="GPU time per user, busy and idle (for cost tracking)")
-    p.add_argument("--since", default="7d", metavar="DURATION", help="how far back (default 7d)")
+    p = sub.add_parser("usage", help="GPU time and energy per user or group, busy and idle (for cost tracking)")
+    p.add_argument("--since", default="30d", metavar="DURATION|DATE",
+                   help="first day: a duration back from now or a UTC date like 2026-10-01 (default 30d)")
+    p.add_argument("--until", metavar="DURATION|DATE",
+                   help="end: a duration back from now, or a UTC date, not itself counted (default now)")
+    p.add_argument("--by", default="user", metavar="user|group", help="one row per user (default) or per group")
     p.add_argument("--config", default=DEFAULT_PATH, metavar="PATH",
                    help=f"config file (default {DEFAULT_PATH})")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="machine-readable output")
+    out.add_argument("--csv", action="store_true", help="CSV on stdout, with a header row")
     p.set_defaults(func=cmd_usage)
 
     p = sub.add_parser("doctor", help="check what this host needs for ds01d, with the fix for each failure")

@@ -9,7 +9,6 @@ action taken is journalled with who asked.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 from typing import Any, Callable, Protocol
 
 from ds01d.config import Config
@@ -26,6 +25,7 @@ from ds01d.host.decision_log import DecisionLog
 from ds01d.host.state_db import Store
 from ds01d.rules.limits import EffectiveLimits
 from ds01d.rules.records import ContainerRecord
+from ds01d.rules.usage_window import window
 
 Answer = tuple[int, dict[str, Any]]
 
@@ -147,14 +147,24 @@ class AdminActions:
         return 200, {"applied": outcome.config.path, "restart_needed": list(outcome.restart_needed)}
 
     def usage(self, args: UsageArgs, caller: Caller) -> Answer:
-        """GPU-seconds per user since a day: everyone's for admins and where other users are
-        shown, else the caller's own (the state file itself is root-only)."""
+        """GPU time and energy per user or group on a window of days: everyone's for admins and
+        where other users are shown, else the caller's own (the state file itself is root-only).
+
+        Per group only where other users are shown (or for admins): a group's total is its
+        members' use, and with one other member it is that person's, name or no name."""
         d = self.daemon
-        first_day = dt.datetime.fromtimestamp(d.clock() - args.since_s, dt.timezone.utc).date()
-        users = d.gpus.gpu.usage_summary(first_day.isoformat())
-        if not (caller.admin or d.config.daemon.show_other_users):
-            users = [u for u in users if u["user"] == caller.user]
-        return 200, {"since": first_day.isoformat(), "users": users}
+        hidden = not (caller.admin or d.config.daemon.show_other_users)
+        if hidden and args.by == "group":
+            return 403, {"error": "usage per group is for admins on this host, where other users "
+                                  "are not shown (daemon.show_other_users is false)"}
+        try:
+            since, until = window(args.since_point(), args.until_point(), d.clock())
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
+        rows = d.gpus.gpu.usage_summary(since.isoformat(), until.isoformat(), args.by)
+        if hidden:
+            rows = [r for r in rows if r["user"] == caller.user]
+        return 200, {"since": since.isoformat(), "until": until.isoformat(), "by": args.by, f"{args.by}s": rows}
 
     def admit(self, args: AdmitArgs, caller: Caller) -> Answer:
         """For the gateway only (root: it vouches for the uid it read from the kernel)."""

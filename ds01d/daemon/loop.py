@@ -161,6 +161,7 @@ class Daemon:
         self.last_alive = float(self.store.get_meta("last_alive") or 0.0)
         self.admission_key = self.open_admission_key()
         self.metrics = MetricsExport(self)
+        self.metrics.reload = (True, clock())     # the config it started with was read and checked
         self.log.on_record = self.metrics.tally.decision
         self.metrics_due = False
 

@@ -9,14 +9,17 @@ expected: each is refused by name, never coerced.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
+from ds01d.rules.usage_window import DATE, DEFAULT_SINCE_S, MAX_BACK_S, USAGE_KEYS, Point
+
 MAX_COUNT = 64
 MAX_WAIT_S = 24 * 3600             # an allocation request waits a day at most
 MAX_EXTEND_S = 30 * 24 * 3600      # one extension pushes a stop by a month at most
-MAX_USAGE_S = 10 * 366 * 86400     # ten years of usage at most
+MAX_USAGE_S = MAX_BACK_S           # ten years of usage at most
 MAX_CONTAINER_REF = 128            # Docker names are far shorter; ids are 64 hex digits
 #: Login names as useradd(8) allows them by default (and at most 32 characters).
 USER_NAME = re.compile(r"[a-z_][a-z0-9_-]{0,30}[a-z0-9_$-]?")
@@ -57,9 +60,31 @@ class ExtendArgs:
 
 @dataclass(frozen=True)
 class UsageArgs:
-    """`POST /v1/usage`: GPU time per user since `since_s` seconds ago (non-admins: as shown)."""
+    """`POST /v1/usage`: GPU time per user or group (`by`; non-admins: as shown) on the days
+    from `since_s` seconds ago or the date `since`, up to `until_s` seconds ago or up to
+    (not including) the date `until`; no until is now.  Each end comes one way only, so a
+    body never says two things and has one of them quietly win."""
 
-    since_s: int = 7 * 86400
+    since_s: int | None = None
+    since: dt.date | None = None
+    until_s: int | None = None
+    until: dt.date | None = None
+    by: str = "user"
+
+    def __post_init__(self) -> None:
+        for seconds, date, name in ((self.since_s, self.since, "since"), (self.until_s, self.until, "until")):
+            if seconds is not None and date is not None:
+                raise BadRequest(f"give {name}_s or {name}, not both")
+
+    def since_point(self) -> Point:
+        """The report's first day, as usage_window takes it (30 days back unless asked)."""
+        if self.since is not None:
+            return self.since
+        return DEFAULT_SINCE_S if self.since_s is None else self.since_s
+
+    def until_point(self) -> Point | None:
+        """The report's end, as usage_window takes it (None: now)."""
+        return self.until if self.until is not None else self.until_s
 
 
 @dataclass(frozen=True)
@@ -118,6 +143,28 @@ def reason_name(value: Any) -> str:
     return value
 
 
+def utc_date(name: str) -> Callable[[Any], dt.date]:
+    def check(value: Any) -> dt.date:
+        if not isinstance(value, str):
+            raise BadRequest(f"{name} must be a UTC date written like 2026-10-01, not {_kind(value)}")
+        if not DATE.fullmatch(value):
+            raise BadRequest(f"{name} must be a UTC date written like 2026-10-01")
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            raise BadRequest(f"{name} must be a UTC date written like 2026-10-01, and {value} is no day") from None
+    return check
+
+
+def one_of(name: str, choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value not in choices:
+            said = "" if isinstance(value, str) else f", not {_kind(value)}"   # never echo the text
+            raise BadRequest(f"{name} must be {' or '.join(repr(c) for c in choices)}{said}")
+        return value
+    return check
+
+
 def user_name(value: Any) -> str:
     if not isinstance(value, str) or not USER_NAME.fullmatch(value):
         raise BadRequest("user must be a login name (lower-case letters, digits, '_' and '-', "
@@ -155,7 +202,11 @@ _ACTIONS: dict[str, tuple[type, dict[str, tuple[Callable[[Any], Any], bool]]]] =
     "admit": (AdmitArgs, {"uid": (whole_number("uid", 0, 2**32 - 2), True), "build": (flag("build"), False)}),
     "free": (FreeArgs, {"id": (whole_number("id", 1, 2**62), True)}),
     "refused": (RefusedArgs, {"reason": (reason_name, True)}),
-    "usage": (UsageArgs, {"since_s": (whole_number("since_s", 0, MAX_USAGE_S), False)}),
+    "usage": (UsageArgs, {"since_s": (whole_number("since_s", 0, MAX_USAGE_S), False),
+                          "since": (utc_date("since"), False),
+                          "until_s": (whole_number("until_s", 0, MAX_USAGE_S), False),
+                          "until": (utc_date("until"), False),
+                          "by": (one_of("by", USAGE_KEYS), False)}),
 }
 ACTIONS = tuple(_ACTIONS)
 

@@ -367,18 +367,45 @@ class GpuStore:
                       sum(unknown_s) AS unknown_s, sum(energy_j) AS energy_j, sum(unmetered_s) AS unmetered_s
                FROM usage GROUP BY user""").fetchall()
 
-    def usage_by_user(self, since_day: str) -> list[sqlite3.Row]:
+    def usage_rows(self, since_day: str, until_day: str, by: str = "user") -> list[sqlite3.Row]:
+        """GPU-seconds, energy and unmetered GPU-seconds per user or per group (`by`) on the days
+        from `since_day` up to, not including, `until_day` (ISO dates), the largest first.
+
+        The column is picked from USAGE_KEYS (a KeyError for anything else), never written
+        from the caller's text; the days go in as parameters.  A row recorded before migration 6
+        has no group: it counts under "(unknown)" rather than vanishing.  Nor has it any energy:
+        a container's day with GPU time but neither joules nor unmetered seconds was never
+        metered (a GPU draws tens of watts even idle), so all its GPU time counts as unmetered,
+        and its energy shows as unknown, not as 0."""
+        key = USAGE_KEYS[by]
         return self.execute(
-            """SELECT user, count(DISTINCT container) AS containers, sum(busy_s) AS busy_s, sum(idle_s) AS idle_s,
-                      sum(unknown_s) AS unknown_s FROM usage WHERE day >= ? GROUP BY user
-               ORDER BY sum(busy_s + idle_s + unknown_s) DESC""", (since_day,)).fetchall()
+            f"""SELECT {key} AS usage_key, count(DISTINCT container) AS containers, sum(busy_s) AS busy_s,
+                       sum(idle_s) AS idle_s, sum(unknown_s) AS unknown_s, sum(energy_j) AS energy_j,
+                       sum(CASE WHEN energy_j = 0 AND unmetered_s = 0 THEN busy_s + idle_s + unknown_s
+                                ELSE unmetered_s END) AS unmetered_s
+                FROM usage WHERE day >= ? AND day < ? GROUP BY usage_key
+                ORDER BY sum(busy_s + idle_s + unknown_s) DESC, usage_key""", (since_day, until_day)).fetchall()
+
+    def usage_summary(self, since_day: str, until_day: str, by: str = "user") -> list[dict[str, Any]]:
+        """`usage_rows` as `ds01d usage --json` shows them (GPU-seconds and joules, rounded).
+
+        `energy_joules` is None where all of a row's GPU time was on GPUs without an energy
+        counter: its energy is unknown, and 0 would say it used none."""
+        return [{by: r["usage_key"], "containers": r["containers"], "busy_gpu_seconds": round(r["busy_s"], 1),
+                 "idle_gpu_seconds": round(r["idle_s"], 1), "unknown_gpu_seconds": round(r["unknown_s"], 1),
+                 "energy_joules": None if all_unmetered(r) else round(r["energy_j"], 1),
+                 "unmetered_gpu_seconds": round(r["unmetered_s"], 1)}
+                for r in self.usage_rows(since_day, until_day, by)]
 
 
-    def usage_summary(self, since_day: str) -> list[dict[str, Any]]:
-        """`usage_by_user` as `ds01d usage --json` shows it (GPU-seconds, rounded)."""
-        return [{"user": r["user"], "containers": r["containers"], "busy_gpu_seconds": round(r["busy_s"], 1),
-                 "idle_gpu_seconds": round(r["idle_s"], 1), "unknown_gpu_seconds": round(r["unknown_s"], 1)}
-                for r in self.usage_by_user(since_day)]
+#: `ds01d usage --by`: the SQL expression each key is grouped on.
+USAGE_KEYS = {"user": "user", "group": "coalesce(grp, '(unknown)')"}
+
+
+def all_unmetered(row: sqlite3.Row) -> bool:
+    """No GPU-second of the row was metered (sums of many small floats: a relative tolerance)."""
+    total = row["busy_s"] + row["idle_s"] + row["unknown_s"]
+    return row["unmetered_s"] > 0 and row["unmetered_s"] >= total * (1 - 1e-9)
 
 
 def _record(row: sqlite3.Row) -> ContainerRecord:

@@ -23,7 +23,7 @@ PATHS = ["/v1/status", "/v1/status?mine=1", "/v1/status?mine=\x1b[2J", "/v1/admi
          "/v1/release", "/v1/extend", "/v1/reload", "/v1/usage", "/v1/admit", "/v1/free", "/v1/", "/", "/v1/%00",
          "/v1/allocate/../release", "*",
          "http://ds01d/v1/status", "/" + "a" * 70000, "/v1/allocate?x=" + "%" * 100]
-ACTION_KEYS = ["user", "count", "full", "wait_s", "container", "seconds", "since_s", "uid", "build", "id", "devices", "gpus", "__proto__",
+ACTION_KEYS = ["user", "count", "full", "wait_s", "container", "seconds", "since_s", "since", "until_s", "until", "by", "uid", "build", "id", "devices", "gpus", "__proto__",
                "\x1b]0;x\x07"]
 
 
