@@ -48,7 +48,10 @@ def test_contents(deb):
                  "/usr/bin/ds01d-notify-webhook", "/usr/lib/sysusers.d/ds01d.conf",
                  "/usr/lib/python3/dist-packages/ds01d/daemon/loop.py",
                  "/lib/systemd/system/ds01-gateway.service", "/lib/systemd/system/ds01-gateway.socket",
-                 "/usr/lib/python3/dist-packages/ds01d/gateway/exchange.py"):
+                 "/usr/lib/python3/dist-packages/ds01d/gateway/exchange.py",
+                 "/lib/systemd/system/ds01-metrics.service", "/lib/systemd/system/ds01-metrics.socket",
+                 "/usr/share/ds01d/monitoring/prometheus/ds01d-alerts.yml",
+                 "/usr/share/ds01d/monitoring/grafana/ds01d-dashboard.json"):
         assert path in files, path
     conffiles = subprocess.run(["dpkg-deb", "-I", str(deb), "conffiles"], check=True, capture_output=True,
                                text=True).stdout
@@ -56,7 +59,7 @@ def test_contents(deb):
     control = subprocess.run(["dpkg-deb", "-f", str(deb), "Depends", "Recommends"], check=True,
                              capture_output=True, text=True).stdout
     assert "python3-docker (>= 5.0.3)" in control and "libnvidia-ml1" in control
-    assert "python3-nvidia-ml-py" in control
+    assert "python3-nvidia-ml-py" in control and "python3-prometheus-client (>= 0.16)" in control
     scripts = subprocess.run(["dpkg-deb", "-I", str(deb), "postinst"], check=True, capture_output=True,
                              text=True).stdout
     assert "deb-systemd-helper" in scripts and "ds01d.service" in scripts  # enabled and started on install
@@ -64,6 +67,8 @@ def test_contents(deb):
     # The gateway's units ship disabled: enabled again on upgrade only where an admin enabled them, never started.
     assert "if deb-systemd-helper debian-installed 'ds01-gateway.socket'; then" in scripts
     assert not [line for line in scripts.splitlines() if "deb-systemd-invoke" in line and "ds01-gateway" in line]
+    assert "if deb-systemd-helper debian-installed 'ds01-metrics.socket'; then" in scripts      # so is the HTTP one
+    assert not [line for line in scripts.splitlines() if "deb-systemd-invoke" in line and "ds01-metrics" in line]
 
 
 @pytest.mark.parametrize("package", ["ds01d", "python3-nvidia-ml-py"])
