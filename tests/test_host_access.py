@@ -244,3 +244,56 @@ def test_a_restart_policy_with_volumes_that_bind_folders_is_refused():
         restart_with_volume_binds(host, [{"type": "none", "device": "/home/alice/d"}])
     with pytest.raises(Denied, match="bind_roots"):
         restart_with_volume_binds(host, [], joined=True)
+
+
+# ---- the hostile review's findings (review of 606bbf3) ------------------------------------------
+
+
+def test_nested_keys_fold_as_go_folds_them_in_an_update():
+    from ds01d.rules.engine_json import UPDATE_CONFIG
+    fields = canonical_fields(b'{"RestartPolicy": {"name": "always"}}', UPDATE_CONFIG)
+    with pytest.raises(Denied, match="--restart always with host binds"):
+        judge_update(fields, True)
+
+
+@pytest.mark.parametrize("host", [
+    {"Binds": ["/home/alice/d:/mnt:rshared"]},
+    {"Binds": ["/home/alice/d:/mnt:ro,shared"]},
+    {"Mounts": [{"Type": "bind", "Source": "/home/alice/d", "Target": "/mnt", "BindOptions": {"Propagation": "rshared"}}]},
+])
+def test_propagation_back_to_the_host_is_refused(host):
+    with pytest.raises(Denied, match="propagation"):
+        judge_create(create(**host), ALICE, resolve)
+    judge_create(create(Binds=["/home/alice/d:/mnt:rslave"]), ALICE, resolve)
+
+
+def test_bare_disable_network_file_systems_and_too_many_mounts():
+    with pytest.raises(Denied, match="allow_unconfined"):
+        judge_create(create(SecurityOpt=["disable"]), ALICE, resolve)
+    for kind in ("nfs", "NFS4", "cifs"):
+        with pytest.raises(Denied, match="network file systems need an admin"):
+            judge_volume({"Name": "n", "DriverOpts": {"type": kind, "o": "addr=10.0.0.5", "device": ":/home"}},
+                         ALICE, resolve)
+    with pytest.raises(Denied, match="more than 64"):
+        judge_create(create(Binds=[f"/home/alice/d{i}:/d{i}" for i in range(65)]), ALICE, resolve)
+
+
+def test_a_volume_that_binds_below_a_read_only_root_is_made_read_only():
+    out = judge_volume({"Name": "w", "DriverOpts": {"type": "none", "o": "bind,rw", "device": "/srv/data/x"}},
+                       ALICE, resolve)
+    assert out["DriverOpts"]["o"] == "bind,ro"
+    mounted = judge_create(create(Mounts=[{"Type": "volume", "Target": "/x", "VolumeOptions": {
+        "Labels": {"ds01.uid": "0", "mine": "1"},
+        "DriverConfig": {"Options": {"type": "none", "o": "bind", "device": "/srv/data"}}}}]), ALICE, resolve)
+    options = mounted["HostConfig"]["Mounts"][0]["VolumeOptions"]
+    assert options["DriverConfig"]["Options"]["o"] == "bind,ro" and options["Labels"] == {"mine": "1"}
+    home = judge_volume({"Name": "h", "DriverOpts": {"type": "none", "o": "bind", "device": "/home/alice/d"}},
+                        ALICE, resolve)
+    assert home["DriverOpts"]["o"] == "bind"
+
+
+def test_a_lone_surrogate_is_unreadable_not_a_different_path():
+    with pytest.raises(UnreadableBody, match="surrogate"):
+        canonical(b'{"HostConfig": {"Binds": ["/home/alice/\\udc80:/x"]}}')
+    with pytest.raises(UnreadableBody, match="surrogate"):
+        canonical(b'{"HostConfig": {"Sysctls": {"\\ud800": "1"}}}')

@@ -123,6 +123,17 @@ ESCAPES = [
     ("restart with a volume that binds", ["run", "-d", "--restart", "always", "--mount",
                                           f"type=volume,dst=/x,volume-opt=type=none,volume-opt=o=bind,"
                                           f"volume-opt=device={H}/project", IMAGE, "true"], "bind_roots"),
+    ("rshared bind", ["run", "--rm", "-v", f"{H}/project:/p:rshared", IMAGE, "true"], "bind_roots"),
+    ("bind propagation", ["run", "--rm", "--mount", f"type=bind,src={H}/project,dst=/p,bind-propagation=shared",
+                          IMAGE, "true"], "bind_roots"),
+    ("nfs volume", ["volume", "create", "-o", "type=nfs", "-o", "o=addr=127.0.0.1", "-o", "device=:/", "nfsvol"],
+     "volume_drivers"),
+    ("raw: bare disable", ("raw", "POST", "/v1.41/containers/create",
+                           '{"Image": "busybox:local", "HostConfig": {"SecurityOpt": ["disable"]}}'),
+     "allow_unconfined"),
+    ("raw: lower-case restart name", ("raw", "POST", "/v1.41/containers/create",
+                                      '{"Image": "busybox:local", "HostConfig": {"Binds": ["{home}/project:/p"], '
+                                      '"RestartPolicy": {"name": "always"}}}'), "bind_roots"),
     ("raw: unmasked /proc", ("raw", "POST", "/v1.41/containers/create",
                              '{"Image": "busybox:local", "HostConfig": {"MaskedPaths": [], "ReadonlyPaths": []}}'),
      "allow_unconfined"),
@@ -334,3 +345,57 @@ def test_a_setuid_program_left_in_a_home_and_what_doctor_says(env, box):
                 box.run(["umount", home])
     finally:
         tool.unlink()
+
+
+def test_docker_cp_checks_the_binds_again(env, box_cleanup):
+    """docker cp mounts the container's binds again (dockerd's archive routes): a bind swapped
+    for a symlink since the create is refused there too, both ways."""
+    gw, _, _ = env
+    name = box_cleanup.unique("access-cp")
+    folder = gw.home / "cpdir"
+    folder.mkdir(exist_ok=True)
+    os.chown(folder, UID, UID)
+    gw.docker("create", "--name", name, "-v", f"{folder}:/d", IMAGE, "true")
+    assert gw.docker("cp", f"{name}:/d", "-", check=False).returncode == 0
+    folder.rmdir()
+    os.symlink("/etc", folder)
+    try:
+        for args in (["cp", f"{name}:/d/passwd", "-"], ["cp", str(gw.home / "project" / "Dockerfile"), f"{name}:/d/x"]):
+            refused = gw.docker(*args, check=False)
+            assert refused.returncode != 0 and "(bind_roots)" in refused.stderr, (args, refused.stderr)
+        assert not Path("/etc/x").exists()
+    finally:
+        folder.unlink()
+
+
+def test_a_form_body_cannot_replace_the_gateways_parameters(env, box_cleanup):
+    """POST /containers/prune with a form body: Go reads the body's filters before the query's,
+    so the gateway's own-containers filter would not apply; refused, and nothing is pruned."""
+    gw, _, _ = env
+    from tests.gateway_box import PEER_UID
+    name = box_cleanup.unique("access-peer-stopped")
+    gw.docker("create", "--name", name, IMAGE, "true", uid=PEER_UID)
+    body = "filters=%7B%7D"
+    request = ("POST /v1.41/containers/prune HTTP/1.1\r\nHost: d\r\nConnection: close\r\n"
+               "Content-Type: application/x-www-form-urlencoded\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n{body}")
+    out = gw.as_user("python3", RAW_HTTP, STANDARD, input=request).stdout
+    assert out.split()[1] == "400" and "form bodies are not accepted" in out
+    assert gw.direct("inspect", "-f", "{{.State.Status}}", name).stdout.strip() == "created"
+
+
+def test_another_users_anonymous_volume_is_theirs(env, box_cleanup):
+    """An anonymous volume has no owner's label (dockerd makes it): no other user may mount it
+    while a container of its maker uses it, and only admins remove one."""
+    gw, _, _ = env
+    from tests.gateway_box import PEER_UID
+    name = box_cleanup.unique("access-anon")
+    gw.docker("run", "-d", "--name", name, "-v", "/data", IMAGE, "sleep", "600", uid=PEER_UID)
+    volume = json.loads(gw.direct("inspect", "-f", "{{json .Mounts}}", name).stdout)[0]["Name"]
+    try:
+        refused = gw.docker("run", "--rm", "-v", f"{volume}:/x", IMAGE, "true", check=False)
+        assert refused.returncode == 125 and "used by another user's container" in refused.stderr
+        refused = gw.docker("volume", "rm", volume, check=False)
+        assert refused.returncode != 0 and "only admins may remove it" in refused.stderr
+    finally:
+        gw.direct("rm", "-f", "-v", name, check=False)

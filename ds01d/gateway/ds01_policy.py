@@ -83,6 +83,9 @@ class Ds01Policy:
         caller = Caller(name, peer.uid, False)
         if ";" in head.query:   # Go before 1.17 split queries at ';' too: never let two readers disagree
             return Refuse(400, "a ';' in the query is ambiguous; separate parameters with '&'")
+        if _form_body(head):
+            return Refuse(400, "form bodies are not accepted through the gateway (dockerd would read parameters "
+                               "from them before the query's); send parameters in the query")
         route = door.route(head.method, head.path, head.query)
         try:
             return await self._judge(caller, head, route, body or b"")
@@ -103,7 +106,7 @@ class Ds01Policy:
         if isinstance(route, door.VolumeCreate):
             return self.volume_create(caller, body)
         if isinstance(route, door.OnVolume):
-            return await self.own_volume(caller, route.name) or Forward()
+            return await self.own_volume(caller, route.name, removing=True) or Forward()
         if isinstance(route, door.OnExec):
             return await self.on_exec(caller, route.exec_id)
         if isinstance(route, door.Commit):
@@ -182,6 +185,8 @@ class Ds01Policy:
         if isinstance(inspect, Refuse):
             return inspect
         verdict = Forward(target=_target(head, f"/containers/{inspect['Id']}{route.rest}", head.query))
+        if route.rest in ("/archive", "/copy"):    # docker cp mounts the container's binds again too
+            await self.binds_again(caller, inspect)
         if head.method != "POST":
             return verdict
         if route.rest in ("/start", "/restart"):   # dockerd resolves bind sources again at every start
@@ -191,9 +196,7 @@ class Ds01Policy:
             if route.rest == "/exec":
                 judge_exec(fields, self.settings.access(caller.user, caller.uid))
             else:
-                host = inspect.get("HostConfig") or {}
-                volumes = await self.volume_options(_volume_names(inspect)) if fields.get("RestartPolicy") else []
-                judge_update(fields, has_host_binds(host) or any(map(volume_binds, volumes)))
+                judge_update(fields, bool(fields.get("RestartPolicy")) and await self.mounts_binds(inspect))
             return dataclasses.replace(verdict, body=encode(fields))
         return verdict
 
@@ -210,6 +213,15 @@ class Ds01Policy:
                 judge_volume({"Driver": answer.doc.get("Driver"), "DriverOpts": answer.doc.get("Options") or {}},
                              access, real_path)
 
+    async def mounts_binds(self, inspect: Mapping[str, Any]) -> bool:
+        """Whether a container mounts host folders, however they came (its own binds, a
+        `--volumes-from` container's, local volumes that bind): its inspect's `Mounts` say all."""
+        mounts = inspect.get("Mounts") or []
+        if has_host_binds(inspect.get("HostConfig") or {}) or \
+                any(isinstance(m, dict) and m.get("Type") == "bind" for m in mounts):
+            return True
+        return any(map(volume_binds, await self.volume_options(_volume_names(inspect))))
+
     async def volume_options(self, names: Any) -> list[Mapping[str, Any]]:
         """The local driver options of the named volumes that exist (a bind's folder, or none)."""
         found = []
@@ -221,17 +233,17 @@ class Ds01Policy:
 
     def volume_create(self, caller: Caller, body: bytes) -> Verdict:
         """An allowed volume, labelled as the caller's (whatever `ds01.` labels it brought)."""
-        fields = canonical_fields(body, VOLUME_CREATE)
-        judge_volume(fields, self.settings.access(caller.user, caller.uid), real_path)
+        fields = judge_volume(canonical_fields(body, VOLUME_CREATE), self.settings.access(caller.user, caller.uid),
+                              real_path)
         labels = fields.get("Labels") if isinstance(fields.get("Labels"), dict) else {}
         fields["Labels"] = {**{k: v for k, v in labels.items() if not str(k).startswith("ds01.")},
                             "ds01.uid": str(caller.uid), "ds01.user": caller.user}
         return Forward(body=encode(fields))
 
-    async def own_volume(self, caller: Caller, name: str, create: bool = False) -> Refuse | None:
-        """None where the caller may use or remove the volume `name`: theirs, unlabelled (made
-        before the gateway, or by an admin: shared), or not there yet (`create`: made now,
-        labelled as theirs)."""
+    async def own_volume(self, caller: Caller, name: str, create: bool = False, removing: bool = False
+                         ) -> Refuse | None:
+        """None where the caller may use or remove the volume `name`: theirs, not there yet
+        (`create`: made now, labelled as theirs), or unlabelled (see `unlabelled_volume`)."""
         answer = await call(self.engine_path, "GET", f"/volumes/{quote(name, safe='')}", timeout=30)
         if answer.status == 404 and create:
             # dockerd would make it unlabelled, for anyone to mount: made here as the caller's
@@ -242,12 +254,34 @@ class Ds01Policy:
             return None
         labels = answer.doc.get("Labels") if isinstance(answer.doc.get("Labels"), dict) else {}
         uid = labels.get("ds01.uid")
-        if uid is None or uid == str(caller.uid):
+        if uid == str(caller.uid):
             return None
+        if uid is None:
+            return await self.unlabelled_volume(caller, name, removing)
         if not self.settings.daemon.show_other_users:
             return Refuse(404, f"get {name}: no such volume")
         return Refuse(403, f"the volume {name} is {labels.get('ds01.user') or 'another user'}'s; only its owner "
                            "and admins may use it")
+
+    async def unlabelled_volume(self, caller: Caller, name: str, removing: bool) -> Refuse | None:
+        """A volume without an owner's label (made before the gateway, by an admin, or by dockerd
+        itself: anonymous ones) is shared for mounting, but not one another user's container
+        mounts (their anonymous volume, their data), and only admins remove it."""
+        if removing:
+            return Refuse(403, f"the volume {name} has no owner; only admins may remove it")
+        filters = json.dumps({"volume": [name]})
+        answer = await call(self.engine_path, "GET", f"/containers/json?all=1&filters={quote(filters, safe='')}",
+                            timeout=30)
+        if answer.status != 200 or not isinstance(answer.doc, list):
+            raise Unreachable(f"listing the users of volume {name[:64]!r} answered {answer.status}")
+        others = {door.listed_owner(entry, self.settings.admitted,
+                                    lambda e: resolve_owner(e, system_user=is_system_user).owner)
+                  for entry in answer.doc if isinstance(entry, dict)} - {caller.user}
+        if others:
+            return Refuse(403 if self.settings.daemon.show_other_users else 404,
+                          f"the volume {name} is used by another user's container" if
+                          self.settings.daemon.show_other_users else f"get {name}: no such volume")
+        return None
 
     async def on_exec(self, caller: Caller, exec_id: str) -> Verdict:
         inspect = await self.inspect("exec", exec_id)
@@ -335,31 +369,41 @@ class Ds01Policy:
         except NotAllowed as exc:
             return Refuse(403, str(exc))
         ids: dict[str, str] = {}
-        joined_binds = False     # a --volumes-from source's binds are mounted again at every start
+        joined: list[Mapping[str, Any]] = []      # a --volumes-from source's mounts are made again at every start
         for ref in door.joined_containers(body):
             found = await self.owned(caller, ref)
             if isinstance(found, Refuse):
                 return found
             ids[ref] = str(found["Id"])
-            joined_binds = joined_binds or has_host_binds(found.get("HostConfig") or {}) or \
-                any(isinstance(m, dict) and m.get("Type") == "bind" for m in found.get("Mounts") or [])
+            joined.append(found)
         body = door.joined_by_id(body, ids)   # no rename while this create waits can change what it joins
         body = judge_create(body, access, real_path)
         for name in door.named_volumes(body):
-            refused = await self.own_volume(caller, name, create=name in door.plain_volume_names(body))
+            refused = await self.own_volume(caller, name, create=name in door.creatable_volume_names(body))
             if refused is not None:
                 return refused
-        volumes = await self.volume_options(door.named_volumes(body))
-        restart_with_volume_binds(body["HostConfig"], volumes, joined_binds)
+        await self.restart_checked(body, joined)
         admitted = await self.admit(caller)
         if isinstance(admitted, Refuse):
             return admitted
         if admitted.get("admin"):
             return Forward()
-        return await self.allocated_create(caller, body, admitted, gpus, access.allowed_devices)
+        return await self.allocated_create(caller, body, admitted, gpus, access.allowed_devices, joined)
+
+    async def restart_checked(self, body: Mapping[str, Any], joined: list[Mapping[str, Any]]) -> None:
+        """Denied where a create with a restart policy mounts host folders by any way: its named
+        volumes that bind, or a --volumes-from container that does (binds or such volumes)."""
+        host = body.get("HostConfig") or {}
+        policy = host.get("RestartPolicy")
+        if not (isinstance(policy, Mapping) and str(policy.get("Name") or "") not in ("", "no")):
+            return
+        binds = False
+        for found in joined:
+            binds = binds or await self.mounts_binds(found)
+        restart_with_volume_binds(host, await self.volume_options(door.named_volumes(body)), binds)
 
     async def allocated_create(self, caller: Caller, body: dict[str, Any], admitted: Mapping[str, Any],
-                               gpus: Any, devices: tuple[str, ...]) -> Verdict:
+                               gpus: Any, devices: tuple[str, ...], joined: list[Mapping[str, Any]]) -> Verdict:
         wanted = gpus_wanted(gpus)
         grant: Mapping[str, Any] = {}
         if wanted:
@@ -377,7 +421,12 @@ class Ds01Policy:
         admission = Admission(admitted["user"], caller.uid, admitted["slice"], kind, admitted["mark"],
                               tuple(u["uuid"] for u in grant.get("units") or ()), devices)
         try:
+            await self.restart_checked(body, joined)   # again: a volume may have been made anew while it waited
             new_body = encode(rewrite(body, admission))
+        except Denied as exc:
+            if grant and not grant.get("reused"):
+                await self.daemon.free(int(grant["id"]))
+            return Refuse(403, str(exc))
         except NotAllowed as exc:
             if grant and not grant.get("reused"):
                 await self.daemon.free(int(grant["id"]))
@@ -404,6 +453,13 @@ def _volume_names(inspect: Mapping[str, Any]) -> list[str]:
     """The named volumes an inspected container mounts."""
     return [str(m["Name"]) for m in inspect.get("Mounts") or []
             if isinstance(m, dict) and m.get("Type") == "volume" and m.get("Name")]
+
+
+def _form_body(head: RequestHead) -> bool:
+    """Whether Go's ParseForm could read parameters from the body (a form content type), or
+    the request is ambiguous about it (more than one Content-Type: Go reads the first)."""
+    types = [value.split(";")[0].strip().lower() for name, value in head.headers if name == "content-type"]
+    return len(types) > 1 or any(t in ("application/x-www-form-urlencoded", "multipart/form-data") for t in types)
 
 
 def _has_body(head: RequestHead) -> bool:

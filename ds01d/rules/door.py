@@ -220,6 +220,21 @@ def plain_volume_names(body: Mapping[str, Any]) -> list[str]:
     return [b.split(":", 1)[0] for b in host.get("Binds") or [] if isinstance(b, str) and b and not b.startswith("/")]
 
 
+def creatable_volume_names(body: Mapping[str, Any]) -> list[str]:
+    """Named volumes the gateway may make, labelled as the caller's, before the create: `-v
+    name:/x`, and `--mount type=volume,src=name` without driver options (with them, dockerd
+    must make it, with those options)."""
+    host = body.get("HostConfig") or {}
+    names = plain_volume_names(body)
+    for m in host.get("Mounts") or []:
+        if isinstance(m, Mapping) and str(m.get("Type") or "") == "volume" and m.get("Source"):
+            options = m.get("VolumeOptions") if isinstance(m.get("VolumeOptions"), Mapping) else {}
+            config = options.get("DriverConfig") if isinstance(options.get("DriverConfig"), Mapping) else {}
+            if not config.get("Name") and not config.get("Options"):
+                names.append(str(m["Source"]))
+    return names
+
+
 def named_volumes(body: Mapping[str, Any]) -> list[str]:
     """The named volumes a canonical create body mounts (`-v name:/x`, `--mount type=volume`)."""
     host = body.get("HostConfig") or {}

@@ -99,7 +99,9 @@ def _strict_loads(data: bytes) -> Any:
 
 
 def _check_depth(value: Any) -> None:
-    """Refuse nesting beyond MAX_DEPTH (walked without recursion)."""
+    """Refuse nesting beyond MAX_DEPTH, and strings Go would read otherwise (walked without
+    recursion): a lone surrogate (`"\\udc80"`) is U+FFFD to Go, so the path checked here
+    would not be the path dockerd uses."""
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -107,8 +109,19 @@ def _check_depth(value: Any) -> None:
             raise UnreadableBody("the body is nested too deeply")
         if isinstance(item, _Pairs):
             stack.extend((v, depth + 1) for _, v in item)
+            stack.extend((k, depth) for k, _ in item)
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
+        elif isinstance(item, str) and not _whole_unicode(item):
+            raise UnreadableBody("the body has a string with a lone UTF-16 surrogate escape")
+
+
+def _whole_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _fields(pairs: list[tuple[str, Any]], known: tuple[str, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -219,5 +232,4 @@ def canonical_fields(data: bytes, known: tuple[str, ...]) -> dict[str, Any]:
     engine reads them, others dropped; UnreadableBody as for a create."""
     pairs = _object(_strict_loads(data) if data.strip() else _Pairs(), "the body")
     assert pairs is not None
-    fields, _ = _fields(pairs, known)
-    return {name: _plain(value) for name, value in fields.items()}
+    return _struct(pairs, known)      # nested structs' keys folded too: {"RestartPolicy": {"name": ...}}

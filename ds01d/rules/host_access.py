@@ -41,6 +41,12 @@ LOG_DRIVERS_DEFAULT = ("json-file", "local", "journald", "none")
 #: Network drivers a non-admin may create networks with (macvlan and ipvlan put containers
 #: on the host's own interfaces; plugins run as root).
 NETWORK_DRIVERS = ("bridge",)
+#: Binds and mounts one create may have: each is resolved on the host (symlinks followed one by
+#: one), so a create with thousands would keep the gateway busy for everyone.
+MAX_MOUNTS = 64
+#: Bind propagation that carries mounts made in the container (a volume, a tmpfs with `suid`)
+#: back to the host, below the bind's source, past a `nosuid` on the host's own mount.
+_OUTWARD_PROPAGATION = ("shared", "rshared")
 
 
 class Denied(ValueError):
@@ -111,6 +117,8 @@ def judge_create(body: Mapping[str, Any], access: Access, resolve: Callable[[str
     out = copy.deepcopy(dict(body))
     out_host = out.setdefault("HostConfig", {})
     places = access.places(resolve)
+    if len(host.get("Binds") or []) + len(host.get("Mounts") or []) > MAX_MOUNTS:
+        raise Denied("bind_roots", f"more than {MAX_MOUNTS} binds and mounts in one container")
     if host.get("Binds"):
         out_host["Binds"] = [_bind(entry, places) for entry in host["Binds"]]
     if host.get("Mounts"):
@@ -189,13 +197,15 @@ def judge_network(body: Mapping[str, Any], access: Access) -> None:
                                            "bridge of the host's")
 
 
-def judge_volume(body: Mapping[str, Any], access: Access, resolve: Callable[[str], str]) -> None:
+def judge_volume(body: Mapping[str, Any], access: Access, resolve: Callable[[str], str]) -> dict[str, Any]:
     """`volumes/create`: an allowed driver, and a local volume that binds a host path only
-    below the roots (`type=none,o=bind,device=/` is a bind mount by another name)."""
+    below the roots (`type=none,o=bind,device=/` is a bind mount by another name), made
+    read-only below a read-only root; the body to forward."""
     driver = body.get("Driver") or "local"
     if driver not in access.volume_drivers:
         raise Denied("volume_drivers", f"the volume driver {driver!r} is not allowed here")
-    _local_options(_mapping(body.get("DriverOpts"), "DriverOpts"), access.places(resolve))
+    options = _local_options(_mapping(body.get("DriverOpts"), "DriverOpts"), access.places(resolve))
+    return {**body, "DriverOpts": options} if body.get("DriverOpts") is not None else dict(body)
 
 
 def restart_with_volume_binds(host: Mapping[str, Any], volumes: Sequence[Mapping[str, Any]],
@@ -254,7 +264,7 @@ def _confinement_changed(key: str, value: str) -> bool:
     """A `--security-opt` that changes the container's confinement: any seccomp profile
     but the default, any AppArmor profile but docker-default (another loaded one may allow
     anything), any SELinux label (`type:spc_t` is unconfined), systempaths=unconfined."""
-    if key in ("seccomp", "label"):
+    if key in ("seccomp", "label", "disable"):     # a bare "disable" is dockerd's old label=disable
         return True
     if key == "apparmor":
         return value != "docker-default"
@@ -312,6 +322,9 @@ def _bind(entry: Any, places: Places) -> Any:
     if not source.startswith("/"):
         return entry              # a named volume
     target, _, options = rest.partition(":")
+    if any(flag.strip().lower() in _OUTWARD_PROPAGATION for flag in options.split(",")):
+        raise Denied("bind_roots", f"bind propagation {options} would carry mounts made in the container "
+                                   "back to the host")
     checked, root = _checked_source(source, places)
     if root.read_only:
         flags = [f for f in options.split(",") if f and f not in ("rw", "ro")]
@@ -325,28 +338,50 @@ def _mount(mount: Any, places: Places, access: Access) -> Any:
     kind = str(mount.get("Type") or "")
     out = dict(mount)
     if kind == "bind":
+        propagation = str(_mapping(mount.get("BindOptions"), "BindOptions").get("Propagation") or "").lower()
+        if propagation in _OUTWARD_PROPAGATION:
+            raise Denied("bind_roots", f"bind propagation {propagation} would carry mounts made in the container "
+                                       "back to the host")
         checked, root = _checked_source(str(mount.get("Source") or ""), places)
         out["Source"] = checked
         if root.read_only:
             out["ReadOnly"] = True
     elif kind == "volume":
-        config = _mapping(_mapping(mount.get("VolumeOptions"), "VolumeOptions").get("DriverConfig"), "DriverConfig")
+        volume = _mapping(mount.get("VolumeOptions"), "VolumeOptions")
+        config = _mapping(volume.get("DriverConfig"), "DriverConfig")
         driver = config.get("Name") or "local"
         if driver not in access.volume_drivers:
             raise Denied("volume_drivers", f"the volume driver {driver!r} is not allowed here")
-        _local_options(_mapping(config.get("Options"), "DriverConfig.Options"), places)
+        options = _local_options(_mapping(config.get("Options"), "DriverConfig.Options"), places)
+        labels = {k: v for k, v in _mapping(volume.get("Labels"), "VolumeOptions.Labels").items()
+                  if not str(k).startswith("ds01.")}       # a volume's owner is the gateway's to say
+        if volume:
+            out["VolumeOptions"] = {**volume, **({"Labels": labels} if volume.get("Labels") is not None else {}),
+                                    **({"DriverConfig": {**config, "Options": options}}
+                                       if config.get("Options") is not None else {})}
     elif kind != "tmpfs":
         raise Denied("bind_roots", f"a mount of type {kind or '(none)'!r} is not allowed here")
     return out
 
 
-def _local_options(options: Mapping[str, Any], places: Places) -> None:
-    """The local driver's mount(8) options: a bind (`o=bind`, or `type=none`) of `device`."""
+def _local_options(options: Mapping[str, Any], places: Places) -> dict[str, Any]:
+    """The local driver's mount(8) options: a bind (`o=bind`, or `type=none`) of `device`,
+    only below the roots (made read-only below a read-only one), or a tmpfs.  Network file
+    systems are refused: dockerd mounts them as root from the host, where a server that
+    trusts the host would serve every user's files."""
     kind = str(options.get("type") or "").lower()
+    out = dict(options)
     if volume_binds(options):
-        _checked_source(str(options.get("device") or ""), places)
-    elif options.get("device") and kind not in ("tmpfs", "nfs", "nfs4", "cifs"):
+        _, root = _checked_source(str(options.get("device") or ""), places)
+        flags = [f.strip() for f in str(options.get("o") or "").split(",") if f.strip()]
+        if root.read_only and "ro" not in flags:
+            out["o"] = ",".join([f for f in flags if f != "rw"] + ["ro"])
+    elif kind in ("nfs", "nfs4", "cifs", "smb3"):
+        raise Denied("volume_drivers", f"a local volume of type {kind} is mounted by dockerd as root, from the "
+                                       "host; network file systems need an admin")
+    elif options.get("device") and kind != "tmpfs":
         raise Denied("bind_roots", f"a local volume of type {kind or 'unknown'!r} over a device is not allowed")
+    return out
 
 
 def _checked_source(source: str, places: Places) -> tuple[str, Root]:
