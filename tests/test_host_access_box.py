@@ -150,7 +150,7 @@ def attempt(gw, how, home: Path) -> tuple[bool, str]:
 
 
 def test_every_way_to_the_host_is_refused_with_its_rule(env):
-    gw, _, _ = env
+    gw, svc, _ = env
     refused = []
     for what, how, rule in ESCAPES:
         got, said = attempt(gw, how, gw.home)
@@ -160,6 +160,28 @@ def test_every_way_to_the_host_is_refused_with_its_rule(env):
             print(f"NOT REFUSED AS EXPECTED: {what}: {said[-300:]}")
     print(f"escape attempts refused: {len(refused)} / {len(ESCAPES)}")
     assert len(ESCAPES) >= 25 and len(refused) == len(ESCAPES)
+    # each refused create is counted in ds01d's metrics under the setting it broke
+    creates = [(rule, how) for _, how, rule in ESCAPES if how[0] == "run" or (how[0] == "raw" and "create" in how[2])]
+    expected = {}
+    for rule, _ in creates:
+        expected[rule] = expected.get(rule, 0) + 1
+
+    def all_counted() -> dict[str, float] | None:
+        counts = refused_counts(svc)
+        return counts if all(counts.get(rule, 0) >= n for rule, n in expected.items()) else None
+    counted = gw.box.wait_until(all_counted, 15.0, interval=0.2, what="the refusals in the metrics file")
+    print(f"refused creates counted by reason: {counted}")
+
+
+def refused_counts(svc) -> dict[str, float]:
+    """ds01_creates_refused_total by reason, from ds01d's metrics file."""
+    found = {}
+    path = svc.metrics_dir / "ds01d.prom"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        if line.startswith("ds01_creates_refused_total{"):
+            reason = line.split('reason="', 1)[1].split('"', 1)[0]
+            found[reason] = float(line.rsplit(" ", 1)[1])
+    return found
 
 
 def test_a_privileged_exec_into_ones_own_container(env, box_cleanup):

@@ -145,3 +145,11 @@ def test_usage_refusals_are_one_sentence(body, message):
     with pytest.raises(BadRequest, match=message) as exc:
         parse_args("usage", body)
     assert "\n" not in str(exc.value) and len(str(exc.value)) <= 120
+
+
+@pytest.mark.parametrize("reason", ["", "A", 'x"}', "a b", "a" * 49, 3, None, ["x"], "\u00e9t\u00e9"])
+def test_a_refusal_reason_is_a_plain_short_name(reason):
+    with pytest.raises(BadRequest) as refused:
+        parse_args("refused", {"reason": reason})
+    assert "\n" not in str(refused.value)
+    assert parse_args("refused", {"reason": "allow_privileged"}).reason == "allow_privileged"

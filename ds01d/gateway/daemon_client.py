@@ -60,6 +60,18 @@ class DaemonClient:
             print(f"ds01d gateway: giving back allocation {allocation_id}: {answer.status} {answer.doc}",
                   file=sys.stderr, flush=True)
 
+    def count_refusal(self, reason: str) -> None:
+        """Tell ds01d (for its metrics) that a create was refused, without waiting for it: a
+        refusal is answered at once whether ds01d is there or not, and a lost count is no loss."""
+        async def tell() -> None:
+            try:
+                await call(self.socket_path, "POST", "/v1/refused", {"reason": reason}, 5.0)
+            except Unreachable:
+                pass
+        task = asyncio.ensure_future(tell())
+        _KEPT.add(task)
+        task.add_done_callback(_KEPT.discard)
+
     def _give_back_later(self, answer: Answer) -> None:
         if answer.status == 200 and isinstance(answer.doc, dict) and isinstance(answer.doc.get("id"), int) \
                 and not answer.doc.get("reused"):

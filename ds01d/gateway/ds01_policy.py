@@ -39,6 +39,9 @@ from ds01d.rules.engine_json import EXEC_CONFIG, NETWORK_CONNECT, NETWORK_CREATE
 from ds01d.rules.owners import container_kind, resolve_owner
 from ds01d.gateway.replies import engine_down
 
+#: What a refused create is counted under, from ds01d's answer (its metrics' `reason`).
+ADMIT_REFUSALS = {409: "max_containers", 403: "account", 503: "slice_unavailable"}
+ALLOCATE_REFUSALS = {409: "gpu_refused", 408: "gpu_wait_timeout", 429: "gpu_queue_full", 403: "gpu_refused"}
 RESTARTING = ("ds01d is restarting or not running, so new containers cannot be admitted just now; "
               "try again in a minute, and tell an admin if it lasts")
 
@@ -87,16 +90,22 @@ class Ds01Policy:
             return Refuse(400, "form bodies are not accepted through the gateway (dockerd would read parameters "
                                "from them before the query's); send parameters in the query")
         route = door.route(head.method, head.path, head.query)
+        verdict = await self._judged(caller, head, route, body or b"")
+        if isinstance(route, door.Create) and isinstance(verdict, Refuse):
+            self.daemon.count_refusal(refusal_reason(verdict))
+        return verdict
+
+    async def _judged(self, caller: Caller, head: RequestHead, route: door.Route, body: bytes) -> Verdict:
         try:
-            return await self._judge(caller, head, route, body or b"")
+            return await self._judge(caller, head, route, body)
         except Unreachable as exc:
-            return Refuse(503, engine_down(str(exc)))
+            return Refuse(503, engine_down(str(exc)), "docker_unreachable")
         except EngineSaid as exc:
-            return Refuse(exc.status, exc.message)
+            return Refuse(exc.status, exc.message, "engine_refused")
         except Denied as exc:
-            return Refuse(403, str(exc))
+            return Refuse(403, str(exc), exc.rule)
         except UnreadableBody as exc:
-            return Refuse(400, f"the gateway cannot read this request: {exc}")
+            return Refuse(400, f"the gateway cannot read this request: {exc}", "unreadable")
 
     async def _judge(self, caller: Caller, head: RequestHead, route: door.Route, body: bytes) -> Verdict:
         if isinstance(route, door.Create):
@@ -353,9 +362,10 @@ class Ds01Policy:
         try:
             answer = await self.daemon.ask("admit", {"uid": caller.uid, **({"build": True} if build else {})})
         except DaemonDown:
-            return Refuse(503, RESTARTING)
+            return Refuse(503, RESTARTING, "ds01d_unavailable")
         if answer.status != 200 or not isinstance(answer.doc, dict):
-            return Refuse(answer.status if answer.status >= 400 else 502, _error(answer.doc))
+            return Refuse(answer.status if answer.status >= 400 else 502, _error(answer.doc),
+                          ADMIT_REFUSALS.get(answer.status, "admission"))
         return answer.doc
 
     async def create(self, caller: Caller, raw: bytes) -> Verdict:
@@ -365,9 +375,9 @@ class Ds01Policy:
             gpus = requested_gpus(body)
             allowed_devices(body["HostConfig"], access.allowed_devices)
         except UnreadableBody as exc:
-            return Refuse(400, f"the gateway cannot read this container's configuration: {exc}")
+            return Refuse(400, f"the gateway cannot read this container's configuration: {exc}", "unreadable")
         except NotAllowed as exc:
-            return Refuse(403, str(exc))
+            return Refuse(403, str(exc), "allowed_devices")
         ids: dict[str, str] = {}
         joined: list[Mapping[str, Any]] = []      # a --volumes-from source's mounts are made again at every start
         for ref in door.joined_containers(body):
@@ -411,9 +421,10 @@ class Ds01Policy:
                 answer = await self.daemon.allocate(admitted["user"], wanted, tuple(gpus.device_ids),
                                                     self.settings.allocation_wait)
             except DaemonDown:
-                return Refuse(503, RESTARTING)
+                return Refuse(503, RESTARTING, "ds01d_unavailable")
             if answer.status != 200 or not isinstance(answer.doc, dict):
-                return Refuse(answer.status if answer.status >= 400 else 502, _error(answer.doc))
+                return Refuse(answer.status if answer.status >= 400 else 502, _error(answer.doc),
+                              ALLOCATE_REFUSALS.get(answer.status, "gpu_allocation"))
             grant = answer.doc
         labels = {k: v for k, v in (body.get("Labels") or {}).items() if not k.startswith("ds01.")}
         kind = "ds01" if grant.get("reused") and (body.get("Labels") or {}).get("ds01.container_type") == "ds01" \
@@ -426,11 +437,11 @@ class Ds01Policy:
         except Denied as exc:
             if grant and not grant.get("reused"):
                 await self.daemon.free(int(grant["id"]))
-            return Refuse(403, str(exc))
+            return Refuse(403, str(exc), exc.rule)
         except NotAllowed as exc:
             if grant and not grant.get("reused"):
                 await self.daemon.free(int(grant["id"]))
-            return Refuse(403, str(exc))
+            return Refuse(403, str(exc), "allowed_devices")
         if not grant or grant.get("reused"):
             return Forward(body=new_body)
         return Forward(body=new_body, answered=self._free_unless_created(int(grant["id"])))
@@ -453,6 +464,12 @@ def _volume_names(inspect: Mapping[str, Any]) -> list[str]:
     """The named volumes an inspected container mounts."""
     return [str(m["Name"]) for m in inspect.get("Mounts") or []
             if isinstance(m, dict) and m.get("Type") == "volume" and m.get("Name")]
+
+
+def refusal_reason(verdict: Refuse) -> str:
+    """The reason a refused create is counted under: the one it was given, else "not_owner"
+    for a 403/404 about another user's container or volume it named."""
+    return verdict.reason or ("not_owner" if verdict.status in (403, 404) else "other")
 
 
 def _form_body(head: RequestHead) -> bool:

@@ -57,6 +57,7 @@ class Refuse:
 
     status: int
     message: str  # body {"message": message}, Content-Type application/json
+    reason: str = ""   # for a refused create: the rule or cause it is counted under (the metrics)
 
 
 Verdict = Forward | Refuse

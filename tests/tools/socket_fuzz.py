@@ -20,7 +20,7 @@ from collections import Counter
 
 METHODS = ["GET", "POST", "POST", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "BREW", "G\x00T", "", "GET" * 400]
 PATHS = ["/v1/status", "/v1/status?mine=1", "/v1/status?mine=\x1b[2J", "/v1/admin/status", "/v1/allocate",
-         "/v1/release", "/v1/extend", "/v1/reload", "/v1/usage", "/v1/admit", "/v1/free", "/v1/", "/", "/v1/%00",
+         "/v1/release", "/v1/extend", "/v1/reload", "/v1/usage", "/v1/admit", "/v1/free", "/v1/refused", "/v1/", "/", "/v1/%00",
          "/v1/allocate/../release", "*",
          "http://ds01d/v1/status", "/" + "a" * 70000, "/v1/allocate?x=" + "%" * 100]
 ACTION_KEYS = ["user", "count", "full", "wait_s", "container", "seconds", "since_s", "since", "until_s", "until", "by", "uid", "build", "id", "devices", "gpus", "__proto__",
