@@ -305,3 +305,23 @@ def test_a_mig_reconfiguration_is_read_at_the_next_pass(tmp_path):
     inv = session.refresh(inv, due=False)
     assert [u.uuid for u in inv.units] == [mig_uuid(0, 0), "MIG-recreated"]
     session.close()
+
+
+def test_energy_is_read_per_physical_gpu_and_missing_where_there_is_no_counter(tmp_path):
+    path = tmp_path / "scenario.json"
+    write(path, [whole_gpu(0, power_w=300, energy_mj=5_000_000), mig_gpu(1, [{"slices": 3}, {"slices": 4}]),
+                 whole_gpu(2, power_w=100, errors={"nvmlDeviceGetTotalEnergyConsumption": "GPU_IS_LOST"})])
+    fake_pynvml.use_scenario(str(path))
+    session = Nvml.open(fake_pynvml)
+    try:
+        inventory = session.inventory()
+        energy = session.energy(inventory)
+        assert set(energy) == {gpu_uuid(0), gpu_uuid(1), gpu_uuid(2)}
+        assert energy[gpu_uuid(0)] >= 5_000_000          # millijoules, growing with the board's power
+        assert energy[gpu_uuid(1)] is None               # no counter (here: no power_w): unknown, not 0
+        assert energy[gpu_uuid(2)] is None               # an error reading it: unknown too
+        handle = fake_pynvml.nvmlDeviceGetMigDeviceHandleByIndex(fake_pynvml.nvmlDeviceGetHandleByIndex(1), 0)
+        with pytest.raises(fake_pynvml.NVMLError):
+            fake_pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)    # never on a MIG device handle
+    finally:
+        session.close()
