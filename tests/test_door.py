@@ -24,9 +24,11 @@ KEY = b"k" * 32
     ("GET", "/exec/abc/json", "", door.OnExec("abc")),
     ("POST", "/commit", "container=web&repo=x", door.Commit("web")),
     ("POST", "/commit", "repo=x", door.Elsewhere()),
-    ("POST", "/networks/n1/connect", "", door.NetworkConnect()),
-    ("POST", "/networks/x/y/connect", "", door.NetworkConnect()),          # dockerd's {id:.*}
-    ("POST", "/networks/bridge/disconnect", "", door.NetworkConnect()),
+    ("POST", "/networks/n1/connect", "", door.NetworkConnect("n1")),
+    ("POST", "/networks/x/y/connect", "", door.NetworkConnect("x/y")),          # dockerd's {id:.*}
+    ("POST", "/networks/bridge/disconnect", "", door.NetworkConnect("bridge")),
+    ("DELETE", "/networks/n1", "", door.OnNetwork("n1")),
+    ("POST", "/networks/create", "", door.NetworkCreate()),
     ("POST", "/containers/F/v/kill", "", door.Unrouted(door.route("POST", "/containers/F/v/kill", "").why)),
     ("DELETE", "/containers/F/v", "", door.Unrouted(door.route("DELETE", "/containers/F/v", "").why)),
     ("POST", "/swarm/init", "", door.Unrouted("swarm change the whole engine; ask an admin")),
@@ -129,3 +131,11 @@ def test_named_volumes_of_a_create():
     assert door.plain_volume_names(body) == ["cache", "data"]
     assert door.route("DELETE", "/volumes/v1", "") == door.OnVolume("v1")
     assert door.route("POST", "/volumes/create", "") == door.VolumeCreate()
+
+
+def test_the_networks_a_create_joins():
+    body = {"HostConfig": {"NetworkMode": "bobproj_default"},
+            "NetworkingConfig": {"endpointsconfig": {"bobproj_default": {}, "other": {"Aliases": ["db"]}, "bridge": {}}}}
+    assert door.named_networks(body) == ["bobproj_default", "bobproj_default", "other"]
+    assert door.named_networks({"HostConfig": {"NetworkMode": "container:abc"}}) == []
+    assert door.named_networks({"HostConfig": {"NetworkMode": "Host"}}) == []

@@ -421,3 +421,28 @@ def test_another_users_anonymous_volume_is_theirs(env, box_cleanup):
         assert refused.returncode != 0 and "only admins may remove it" in refused.stderr
     finally:
         gw.direct("rm", "-f", "-v", name, check=False)
+
+
+def test_another_users_network_is_theirs(env, box_cleanup):
+    """A network made through the gateway is its maker's: another user can neither join it (a
+    create's --network, `network connect`, an endpoint in NetworkingConfig) nor remove it."""
+    gw, _, _ = env
+    from tests.gateway_box import PEER_UID
+    mine = box_cleanup.unique("access-net")
+    try:
+        gw.docker("network", "create", "--label", "ds01.uid=2701", "peernet", uid=PEER_UID)
+        labels = json.loads(gw.direct("network", "inspect", "-f", "{{json .Labels}}", "peernet").stdout)
+        assert (labels["ds01.uid"], labels["ds01.user"]) == ("2702", "gwpeer")
+        gw.docker("run", "--rm", "--network", "peernet", IMAGE, "true", uid=PEER_UID)     # its maker may
+        gw.docker("create", "--name", mine, IMAGE, "sleep", "600")
+        for args in (["run", "--rm", "--network", "peernet", "--network-alias", "db", IMAGE, "true"],
+                     ["network", "connect", "--alias", "db", "peernet", mine],
+                     ["network", "rm", "peernet"]):
+            refused = gw.docker(*args, check=False)
+            assert refused.returncode != 0 and "the network peernet is gwpeer's" in refused.stderr, args
+        code, out = raw(gw, "POST", "/v1.41/containers/create", json.dumps({
+            "Image": IMAGE, "NetworkingConfig": {"EndpointsConfig": {"peernet": {"Aliases": ["db"]}}}}))
+        assert code == 403 and "gwpeer's" in out
+    finally:
+        gw.direct("rm", "-f", mine, check=False)
+        gw.direct("network", "rm", "peernet", check=False)

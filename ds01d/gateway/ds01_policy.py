@@ -135,11 +135,11 @@ class Ds01Policy:
         if isinstance(route, door.Build):
             return await self.build(caller, head)
         if isinstance(route, door.NetworkConnect):
-            return await self.network_connect(caller, body)
+            return await self.own_network(caller, route.network) or await self.network_connect(caller, body)
         if isinstance(route, door.NetworkCreate):
-            fields = canonical_fields(body, NETWORK_CREATE)
-            judge_network(fields, self.settings.access(caller.user, caller.uid))
-            return Forward(body=encode(fields))
+            return self.network_create(caller, body)
+        if isinstance(route, door.OnNetwork):
+            return await self.own_network(caller, route.network, removing=True) or Forward()
         return Forward()
 
     # ---- containers that exist ---------------------------------------------------------
@@ -292,6 +292,36 @@ class Ds01Policy:
                           self.settings.daemon.show_other_users else f"get {name}: no such volume")
         return None
 
+    def network_create(self, caller: Caller, body: bytes) -> Verdict:
+        """An allowed network, labelled as the caller's (whatever `ds01.` labels it brought)."""
+        fields = canonical_fields(body, NETWORK_CREATE)
+        judge_network(fields, self.settings.access(caller.user, caller.uid))
+        labels = fields.get("Labels") if isinstance(fields.get("Labels"), dict) else {}
+        fields["Labels"] = {**{k: v for k, v in labels.items() if not str(k).startswith("ds01.")},
+                            "ds01.uid": str(caller.uid), "ds01.user": caller.user}
+        return Forward(body=encode(fields))
+
+    async def own_network(self, caller: Caller, ref: str, removing: bool = False) -> Refuse | None:
+        """None where the caller may join (or remove) the network `ref`: theirs, or one without an
+        owner's label (Docker's own, an admin's, made before the gateway) to join; only admins
+        remove those.  Another user's network is theirs: joining it reaches their services."""
+        answer = await call(self.engine_path, "GET", f"/networks/{quote(ref, safe='')}", timeout=30)
+        if answer.status in (400, 404):
+            return None                       # not there (or ambiguous): dockerd says so itself
+        if answer.status != 200 or not isinstance(answer.doc, dict):
+            raise Unreachable(f"inspecting network {ref[:64]!r} answered {answer.status}")
+        labels = answer.doc.get("Labels") if isinstance(answer.doc.get("Labels"), dict) else {}
+        uid = labels.get("ds01.uid")
+        if uid == str(caller.uid):
+            return None
+        if uid is None:
+            return Refuse(403, f"the network {ref} has no owner; only admins may remove it", "not_owner") \
+                if removing else None
+        if not self.settings.daemon.show_other_users:
+            return Refuse(404, f"network {ref} not found", "not_owner")
+        return Refuse(403, f"the network {ref} is {labels.get('ds01.user') or 'another user'}'s; only its owner "
+                           "and admins may use it", "not_owner")
+
     async def on_exec(self, caller: Caller, exec_id: str) -> Verdict:
         inspect = await self.inspect("exec", exec_id)
         if inspect is None or not isinstance(inspect.get("ContainerID"), str):
@@ -390,6 +420,10 @@ class Ds01Policy:
         body = judge_create(body, access, real_path)
         for name in door.named_volumes(body):
             refused = await self.own_volume(caller, name, create=name in door.creatable_volume_names(body))
+            if refused is not None:
+                return refused
+        for network in door.named_networks(body):
+            refused = await self.own_network(caller, network)
             if refused is not None:
                 return refused
         await self.restart_checked(body, joined)

@@ -73,6 +73,15 @@ class Commit:
 class NetworkConnect:
     """`POST /networks/{id}/connect` or `/disconnect`: the body's `Container` joins or leaves."""
 
+    network: str = ""
+
+
+@dataclass(frozen=True)
+class OnNetwork:
+    """`DELETE /networks/{id}`: only one's own network."""
+
+    network: str
+
 
 @dataclass(frozen=True)
 class NetworkCreate:
@@ -108,8 +117,8 @@ class Elsewhere:
     """Anything else: no container of anyone's is named in the path."""
 
 
-Route = Create | ListContainers | Prune | OnContainer | OnExec | Commit | NetworkConnect | NetworkCreate | Build | \
-    VolumeCreate | OnVolume | Unrouted | Elsewhere
+Route = Create | ListContainers | Prune | OnContainer | OnExec | Commit | NetworkConnect | NetworkCreate | OnNetwork | \
+    Build | VolumeCreate | OnVolume | Unrouted | Elsewhere
 
 
 def route(method: str, path: str, query: str) -> Route:
@@ -132,9 +141,11 @@ def route(method: str, path: str, query: str) -> Route:
         ref = first_value(query, "container")
         return Commit(ref) if ref else Elsewhere()
     if len(parts) >= 3 and parts[0] == "networks" and parts[-1] in ("connect", "disconnect") and method == "POST":
-        return NetworkConnect()      # dockerd's network id pattern is `.*` too
+        return NetworkConnect("/".join(parts[1:-1]))      # dockerd's network id pattern is `.*` too
     if parts == ["networks", "create"] and method == "POST":
         return NetworkCreate()
+    if len(parts) >= 2 and parts[0] == "networks" and parts[1] and method == "DELETE":
+        return OnNetwork("/".join(parts[1:]))
     if parts == ["build"] and method == "POST":
         return Build()
     if parts == ["volumes", "create"] and method == "POST":
@@ -218,6 +229,24 @@ def plain_volume_names(body: Mapping[str, Any]) -> list[str]:
     """Named volumes of `-v name:/x` form: dockerd makes them, with no options, when missing."""
     host = body.get("HostConfig") or {}
     return [b.split(":", 1)[0] for b in host.get("Binds") or [] if isinstance(b, str) and b and not b.startswith("/")]
+
+
+#: Network modes that name no user network.
+BUILTIN_NETWORKS = ("", "default", "bridge", "host", "none")
+
+
+def named_networks(body: Mapping[str, Any]) -> list[str]:
+    """The user networks a canonical create body joins: `NetworkMode` (`--network NAME`) and the
+    keys of `NetworkingConfig.EndpointsConfig` (Go matches that field's name in any case)."""
+    host = body.get("HostConfig") or {}
+    mode = str(host.get("NetworkMode") or "")
+    names = [] if mode.lower() in BUILTIN_NETWORKS or mode.startswith("container:") else [mode]
+    networking = body.get("NetworkingConfig")
+    if isinstance(networking, Mapping):
+        for key, value in networking.items():
+            if str(key).lower() == "endpointsconfig" and isinstance(value, Mapping):
+                names += [str(k) for k in value if str(k).lower() not in BUILTIN_NETWORKS]
+    return names
 
 
 def creatable_volume_names(body: Mapping[str, Any]) -> list[str]:
