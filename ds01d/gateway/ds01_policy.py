@@ -468,14 +468,12 @@ class Ds01Policy:
         try:
             await self.restart_checked(body, joined)   # again: a volume may have been made anew while it waited
             new_body = encode(rewrite(body, admission))
-        except Denied as exc:
-            if grant and not grant.get("reused"):
+        except (Denied, NotAllowed, Unreachable) as exc:
+            if grant and not grant.get("reused"):      # the grant goes back whatever refused the create
                 await self.daemon.free(int(grant["id"]))
-            return Refuse(403, str(exc), exc.rule)
-        except NotAllowed as exc:
-            if grant and not grant.get("reused"):
-                await self.daemon.free(int(grant["id"]))
-            return Refuse(403, str(exc), "allowed_devices")
+            if isinstance(exc, Unreachable):
+                return Refuse(503, engine_down(str(exc)), "docker_unreachable")
+            return Refuse(403, str(exc), exc.rule if isinstance(exc, Denied) else "allowed_devices")
         if not grant or grant.get("reused"):
             return Forward(body=new_body)
         return Forward(body=new_body, answered=self._free_unless_created(int(grant["id"])))
