@@ -81,6 +81,8 @@ def test_units_carry_dcgms_labels_and_unknown_activity_is_no_sample():
     s = series(scene())
     known = {(l["gpu"], l["GPU_I_ID"]): v for l, v in s["ds01_gpu_activity_known"]}
     assert known == {("0", ""): 1.0, ("1", "2"): 0.0, ("1", "9"): 1.0}   # two compute instances: one series
+    shares = {(l["gpu"], l["GPU_I_ID"]): v for l, v in s["ds01_gpu_unit_share_ratio"]}
+    assert shares == {("0", ""): 1.0, ("1", "2"): pytest.approx(3 / 7), ("1", "9"): pytest.approx(1 / 7)}
     ratio = {(l["gpu"], l["GPU_I_ID"], l["GPU_I_PROFILE"], l["UUID"]): v for l, v in s["ds01_gpu_activity_ratio"]}
     assert ratio == {("0", "", "", "GPU-aaa"): 0.37, ("1", "9", "1g.10gb", "GPU-bbb"): 0.0}   # 0-1, never percent
     assert all(l["Hostname"] == "gpu1" for name in s for l, _ in s[name])
@@ -120,6 +122,7 @@ def test_counters_queue_and_health():
     assert [v for _, v in s["ds01_queue_length"]] == [2.0] and [v for _, v in s["ds01_queue_oldest_wait_seconds"]] == [75]
     assert {l["gpu"]: v for l, v in s["ds01_gpu_energy_metered"]} == {"0": 1.0, "1": 0.0}
     assert [v for _, v in s["ds01_nvml_up"]] == [1.0] and [v for _, v in s["ds01_docker_connected"]] == [1.0]
+    assert series(scene(idle_threshold=5.0))["ds01_idle_threshold_ratio"] == [({"Hostname": "gpu1"}, 0.05)]
     quiet = series(scene(health=Health("0.1.0")))
     assert quiet["ds01_config_last_reload_success"] == [] and quiet["ds01_event_lag_seconds"] == []
 

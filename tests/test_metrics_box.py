@@ -137,6 +137,8 @@ def test_a_scenario_as_prometheus_sees_it(env, box_cleanup):
     cpu = value(box, 'ds01_user_cpu_seconds_total{job="node",user="alice"}')
     assert (cpu is not None and cpu > 0) if cpu_file else cpu is None, (cpu_file, cpu)
     assert value(box, 'ds01_user_memory_bytes{job="node",user="alice"}') > 0
+    assert value(box, 'sum(ds01_gpu_unit_share_ratio{job="node"})') == pytest.approx(2.0)   # 1 + 3/7 + 4/7
+    assert value(box, 'ds01_idle_threshold_ratio{job="node"}') == pytest.approx(0.05)
     assert value(box, 'ds01_docker_connected{job="node"}') == 1.0
     assert value(box, 'ds01_nvml_up{job="node"}') == 1.0
     assert value(box, 'time() - ds01_last_sample_time_seconds{job="node"}') < 10

@@ -127,4 +127,5 @@ class MetricsExport:
         return MetricsInput(self.hostname, view, health, {o: lim.group for o, lim in limits.items()},
                             gpus.usage_totals if gpus.usage_totals is not None else UsageTotals(), slices,
                             dict(self.tally.counts),
-                            {gpu: value is not None for gpu, value in gpus.energy_readings.items()}, reservations)
+                            {gpu: value is not None for gpu, value in gpus.energy_readings.items()}, reservations,
+                            d.config.policies.idle_threshold)

@@ -54,6 +54,7 @@ class MetricsInput:
     counts: Mapping[tuple[str, str], int] = field(default_factory=dict)  # (family, label value) -> n
     energy_known: Mapping[str, bool] = field(default_factory=dict)  # GPU uuid -> has the counter
     reservations: int = 0
+    idle_threshold: float | None = None     # policies.idle_threshold, percent
 
 
 #: Which label a decision family's counts carry.
@@ -92,6 +93,7 @@ def _units(m: MetricsInput, host: Labels, out: dict[str, list[tuple[Labels, floa
         labels = unit_labels(unit, host)
         sample = m.view.samples.get(unit.uuid)
         activity = sample.activity if sample is not None else None
+        out["ds01_gpu_unit_share_ratio"].append((labels, unit.share))
         out["ds01_gpu_activity_known"].append((labels, 0.0 if activity is None else 1.0))
         if activity is not None:
             out["ds01_gpu_activity_ratio"].append((labels, min(max(activity / 100, 0.0), 1.0)))
@@ -198,6 +200,8 @@ def _health(m: MetricsInput, host: Labels, out: dict[str, list[tuple[Labels, flo
     h = m.health
     out["ds01_build_info"].append(({**host, "version": h.version}, 1.0))
     out["ds01_sampling_interval_seconds"].append((host, float(m.view.sampling_interval)))
+    if m.idle_threshold is not None:
+        out["ds01_idle_threshold_ratio"].append((host, m.idle_threshold / 100))
     out["ds01_docker_connected"].append((host, 1.0 if m.view.docker_connected else 0.0))
     out["ds01_nvml_up"].append((host, 1.0 if h.nvml_up else 0.0))
     for name, value in (("ds01_last_sample_time_seconds", h.last_sample),

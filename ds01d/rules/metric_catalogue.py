@@ -48,6 +48,9 @@ CATALOGUE: tuple[Spec, ...] = (
          "on whole GPUs, GPM graphics activity on MIG instances); absent where NVML cannot tell."),
     Spec("ds01_gpu_activity_known", "gauge", UNIT_LABELS,
          "1 where the unit's activity was measured this interval, 0 where it is unknown (not idle)."),
+    Spec("ds01_gpu_unit_share_ratio", "gauge", UNIT_LABELS,
+         "The unit's share of its physical GPU, 0 to 1 (1 for a whole GPU, 3/7 for a 3-slice MIG instance): "
+         "summed, the host's GPU-equivalents."),
     Spec("ds01_gpu_memory_used_bytes", "gauge", UNIT_LABELS,
          "Memory in use on the unit; absent where NVML cannot tell."),
     Spec("ds01_gpu_energy_metered", "gauge", ("Hostname", "gpu", "UUID"),
@@ -91,6 +94,8 @@ CATALOGUE: tuple[Spec, ...] = (
     Spec("ds01_last_sample_time_seconds", "gauge", ("Hostname",),
          "Unix time of ds01d's last sampling pass (an old value: ds01d is not sampling)."),
     Spec("ds01_sampling_interval_seconds", "gauge", ("Hostname",), "The configured sampling interval."),
+    Spec("ds01_idle_threshold_ratio", "gauge", ("Hostname",),
+         "policies.idle_threshold as a 0-1 ratio: activity below it counts as idle."),
     Spec("ds01_sampling_pass_duration_seconds", "gauge", ("Hostname",), "How long the last sampling pass took."),
     Spec("ds01_reconcile_duration_seconds", "gauge", ("Hostname",),
          "How long the last full reconcile with Docker's container list took."),
