@@ -247,3 +247,73 @@ def test_a_silent_or_garbled_client_does_not_block_the_next(http):
     assert b"Error" in garbled.recv(1000)                         # answered (and closed), not hung
     silent.close()
     garbled.close()
+
+
+def test_a_unit_held_and_used_again_by_its_owner_counts_once():
+    m = scene()
+    again = rec("g", "alice")
+    view = StatusView(**{**m.view.__dict__, "records": m.view.records + (again,),
+                         "gpu_states": {**m.view.gpu_states, again.id: GpuState(again.id, ("MIG-2",))}})
+    s = series(scene(view=view))
+    in_use = {l["user"]: v for l, v in s["ds01_user_gpus_in_use"]}
+    held = {l["user"]: v for l, v in s["ds01_user_gpus_held"]}
+    assert in_use["alice"] == pytest.approx(4 / 7) and held["alice"] == 0.0     # not 4/7 + 1/7
+
+
+def test_compute_instances_carry_their_gpu_instances_profile():
+    ci = (Unit("MIG-x0", "2:0", "H100 MIG", "GPU-c", 2, 3 / 7, 40 << 30, "1c.3g.40gb", 1, 0),
+          Unit("MIG-x1", "2:1", "H100 MIG", "GPU-c", 2, 3 / 7, 40 << 30, "2c.3g.40gb", 1, 1))
+    a, b = rec("x", "alice"), rec("y", "bob")
+    view = StatusView(now=NOW, records=(a, b), gpu_states={a.id: GpuState(a.id, ("MIG-x0",)),
+                                                          b.id: GpuState(b.id, ("MIG-x1",))},
+                      inventory=Inventory(ci, {"GPU-c": 2}), samples={}, docker_connected=True)
+    s = series(scene(view=view, energy_known={}))
+    profiles = {l["GPU_I_PROFILE"] for name in ("ds01_gpu_container_info", "ds01_gpu_activity_known")
+                for l, _ in s[name]}
+    assert profiles == {"3g.40gb"}          # one GPU instance, one series to join on
+
+
+def test_totals_never_start_below_what_was_last_exported():
+    totals = UsageTotals()
+    totals.add("alice", "vision", "busy", 0.1, 0.2, 0.0)
+    totals.add("alice", "vision", "busy", 0.2, 0.1, 0.0)
+    saved = totals.as_json()
+    summed = UsageTotals()
+    summed.add("alice", "vision", "busy", 0.30000000000000004 - 1e-16, 0.3 - 1e-16, 0.0)   # a sum a hair lower
+    summed.raise_to(saved)
+    assert summed.users["alice"].gpu_seconds["busy"] >= totals.users["alice"].gpu_seconds["busy"]
+    assert summed.users["alice"].energy_joules >= totals.users["alice"].energy_joules
+    assert UsageTotals().raise_to('{"x": [1, "two"]}').users == {}        # unreadable: ignored
+    assert UsageTotals().raise_to("not json").users == {}
+
+
+def test_refusal_counts_are_reported_in_batches_one_at_a_time(tmp_path):
+    import asyncio
+    import json as jsonlib
+    from ds01d.gateway import daemon_client
+    seen: list[dict] = []
+
+    async def scenario() -> None:
+        path = str(tmp_path / "d.sock")
+
+        async def answer(reader, writer):
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int([line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(
+                b"content-length")][0])
+            seen.append(jsonlib.loads(await reader.readexactly(length)))
+            await asyncio.sleep(0.05)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+            await writer.drain()
+            writer.close()
+        server = await asyncio.start_unix_server(answer, path)
+        client = daemon_client.DaemonClient(path)
+        for _ in range(500):
+            client.count_refusal("bind_roots")
+        client.count_refusal("cap_add")
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if not daemon_client._REPORTING:
+                break
+        server.close()
+    asyncio.run(scenario())
+    assert sorted((r["reason"], r["count"]) for r in seen) == [("bind_roots", 500), ("cap_add", 1)]

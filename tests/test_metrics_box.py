@@ -159,9 +159,23 @@ def test_a_scenario_as_prometheus_sees_it(env, box_cleanup):
     assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def test_a_clean_stop_withdraws_the_file(env):
+def test_docker_away_is_said_and_a_stop_leaves_the_file_to_age(env):
+    """Without Docker there are no passes, but the metrics still say Docker is away; a stopped
+    ds01d leaves its file, whose last sample time ages (the alert names the host)."""
     box, svc = env
     svc.start()
-    box.wait_until(lambda: (svc.metrics_dir / "ds01d.prom").exists(), 10.0, what="the metrics file")
+    prom = svc.metrics_dir / "ds01d.prom"
+
+    def said(name: str) -> str | None:
+        lines = [line for line in prom.read_text().splitlines() if line.startswith(name)] if prom.exists() else []
+        return lines[0].rsplit(" ", 1)[1] if lines else None
+    box.wait_until(lambda: said("ds01_docker_connected") == "1.0", 15.0, what="Docker connected")
+    box.run(["systemctl", "stop", "docker.service", "docker.socket"], timeout=120)
+    try:
+        box.wait_until(lambda: said("ds01_docker_connected") == "0.0", 20.0, interval=0.2, what="Docker away")
+    finally:
+        box.run(["systemctl", "start", "docker.socket", "docker.service"], timeout=120)
+    box.wait_until(lambda: said("ds01_docker_connected") == "1.0", 30.0, interval=0.2, what="Docker back")
+    last = said("ds01_last_sample_time_seconds")
     svc.stop()
-    assert not (svc.metrics_dir / "ds01d.prom").exists()
+    assert prom.exists() and said("ds01_last_sample_time_seconds") == last

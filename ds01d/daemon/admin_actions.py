@@ -177,7 +177,7 @@ class AdminActions:
         """For the gateway only: one create it refused, counted by reason for the metrics."""
         if caller.uid != 0:
             return 403, {"error": "only the Docker gateway (root) reports refusals"}
-        return 200, {"counted": self.daemon.metrics.tally.count("ds01_creates_refused_total", args.reason)}
+        return 200, {"counted": self.daemon.metrics.tally.count("ds01_creates_refused_total", args.reason, args.count)}
 
 
 def whose(rec: ContainerRecord) -> str:

@@ -248,13 +248,19 @@ class GpuWatch:
         self.found = []
         self.samples = self._sample()
         self.passes += 1
-        elapsed = min(now - self.last_pass, 2 * interval) if self.last_pass else 0.0
+        gap = now - self.last_pass if self.last_pass else 0.0
+        elapsed = min(gap, 2 * interval)
         self.last_pass = now
         pids = self._pids_by_container()
         self._states = self.gpu.all()
         self._extensions = self.gpu.extensions()
         if self.usage_totals is None:
-            self.usage_totals = UsageTotals.from_rows(self.gpu.usage_totals())
+            self.usage_totals = UsageTotals.from_rows(self.gpu.usage_totals()).raise_to(
+                self.store.get_meta("usage_totals"))
+        if gap > 2 * interval:
+            # a gap (Docker away, a stall): whose containers ran meanwhile is not known, so its
+            # energy is nobody's, as its GPU time is (elapsed is capped the same way)
+            self.energy_joules = dict.fromkeys(self.energy_joules)
         self._energy = share_energy({r.id: self.units_of(r)[0] for r in records
                                      if r.status == "running" and self._is_gpu_container(r)}, self.energy_joules)
         running = set()
@@ -270,6 +276,8 @@ class GpuWatch:
                     self._running(rec, limits, policies, pids.get(rec.id, []), now, elapsed, act)
                 elif rec.status in STOPPED:
                     self._stopped(rec, limits, now, act)
+            if self.usage_totals.users:     # committed with the figures they were counted from
+                self.store.set_meta("usage_totals", self.usage_totals.as_json())
         for cid in set(self.idle) - running:
             del self.idle[cid]
         for cid in set(self.upcoming) - running:

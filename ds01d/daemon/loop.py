@@ -199,6 +199,10 @@ class Daemon:
                 self.step("reload", self.reload)
             if self.docker is not None and time.monotonic() >= self.next_pass:
                 self.sampling_pass()
+            elif self.docker is None and time.monotonic() >= self.next_pass:
+                # no passes without Docker, but the metrics must still say it is away
+                self.next_pass = time.monotonic() + self.config.daemon.sampling_interval
+                self.dirty = self.metrics_due = True
             if self.allocations.waiters:
                 self.step("serving the wait queue", lambda: self.allocations.serve_waiters(self.host()))
                 self.dirty = True
@@ -285,7 +289,6 @@ class Daemon:
         self.docker_pool.shutdown(wait=False, cancel_futures=True)
         self.nvml_pool.shutdown(wait=False, cancel_futures=True)
         self.actuator.shutdown()
-        self.metrics.withdraw()
         self.gpus.close()
         self.slice_keeper.close()
         self.store.close()

@@ -10,7 +10,6 @@ is said once in the journal per distinct problem, never every pass.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import syslog
@@ -53,15 +52,15 @@ class Tally:
             self.count("ds01_allocations_total", {"allocate": "served", "allocate-timeout": "timed_out",
                                                   "allocate-refused": "refused"}[action])
 
-    def count(self, family: str, value: str) -> bool:
-        """Add one; False (not counted) for a value that is no label or one too many."""
+    def count(self, family: str, value: str, n: int = 1) -> bool:
+        """Add `n`; False (not counted) for a value that is no label or one too many."""
         value = value.lower().replace("-", "_")
         if not LABEL_VALUE.fullmatch(value):
             return False
         key = (family, value)
         if key not in self.counts and sum(1 for f, _ in self.counts if f == family) >= MAX_LABELS:
             return False
-        self.counts[key] = self.counts.get(key, 0) + 1
+        self.counts[key] = self.counts.get(key, 0) + n
         return True
 
 
@@ -72,6 +71,7 @@ class DaemonFacts(Protocol):
     gpus: GpuWatch
     log: DecisionLog
     last_alive: float
+    item_failures: int
 
     def limits_for(self, owner: str | None) -> EffectiveLimits: ...
 
@@ -102,16 +102,6 @@ class MetricsExport:
             return
         self._said = None
 
-    def withdraw(self) -> None:
-        """At a clean stop: no file left to be read as if ds01d still ran (its absence is the
-        alert's sign; a crash leaves the file, whose last sample time then ages)."""
-        path = self.daemon.config.daemon.metrics_file
-        if path is not None:
-            try:
-                os.unlink(path)
-            except OSError:
-                pass
-
     def gather(self, view: StatusView) -> MetricsInput:
         d = self.daemon
         owners = {r.owner for r in view.records if r.owner}
@@ -120,7 +110,8 @@ class MetricsExport:
         gpus = d.gpus
         health = Health(ds01d.__version__, d.last_alive or None, gpus.pass_seconds, self.reconcile_seconds,
                         self.event_lag, gpus.nvml is not None and gpus.nvml_answered,
-                        None if self.reload is None else self.reload[0], None if self.reload is None else self.reload[1])
+                        None if self.reload is None else self.reload[0], None if self.reload is None else self.reload[1],
+                        d.item_failures)
         now = time.time()
         reservations = sum(1 for o in d.config.overrides.values()
                            if o.reservation is not None and o.reservation.active(now))

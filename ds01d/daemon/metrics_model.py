@@ -11,6 +11,7 @@ read has no `ds01_gpu_activity_ratio` sample, and `ds01_gpu_activity_known` 0.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -21,6 +22,9 @@ from ds01d.rules.records import ContainerRecord
 from ds01d.rules.usage_totals import STATES, UsageTotals
 
 Labels = dict[str, str]
+#: A compute instance's profile names its GPU instance's after "Nc." ("1c.3g.40gb"): DCGM's
+#: GPU_I_PROFILE is the GPU instance's, one per GPU_I_ID.
+_COMPUTE_PREFIX = re.compile(r"^\d+c\.")
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,7 @@ class Health:
     nvml_up: bool = False
     reload_ok: bool | None = None
     reload_at: float | None = None
+    errors: int = 0                   # failures of ds01d's own steps (each one is in the journal)
 
 
 @dataclass(frozen=True)
@@ -81,7 +86,7 @@ def unit_labels(unit: Unit, host: Labels) -> Labels:
     """DCGM's labels for a unit: the physical GPU's index and UUID, and the GPU instance of a MIG unit."""
     return {**host, "gpu": str(unit.gpu_index), "UUID": unit.gpu_uuid,
             "GPU_I_ID": "" if unit.gpu_instance_id is None else str(unit.gpu_instance_id),
-            "GPU_I_PROFILE": unit.profile or ""}
+            "GPU_I_PROFILE": _COMPUTE_PREFIX.sub("", unit.profile or "")}
 
 
 def _units(m: MetricsInput, host: Labels, out: dict[str, list[tuple[Labels, float]]]) -> None:
@@ -161,8 +166,9 @@ def _users(m: MetricsInput, host: Labels, out: dict[str, list[tuple[Labels, floa
     owners = sorted({r.owner for r in m.view.records if r.owner})
     for user in owners:
         labels = {**host, "user": user, "group": m.groups.get(user, "")}
-        out["ds01_user_gpus_in_use"].append((labels, _equivalents(in_use.get(user, ()), by_uuid)))
-        out["ds01_user_gpus_held"].append((labels, _equivalents(held.get(user, ()), by_uuid)))
+        using = in_use.get(user, set())       # a unit held for a stopped container and used again by a
+        out["ds01_user_gpus_in_use"].append((labels, _equivalents(using, by_uuid)))   # running one counts once
+        out["ds01_user_gpus_held"].append((labels, _equivalents(held.get(user, set()) - using, by_uuid)))
         quota = m.view.quotas.get(user, (None, 0.0))[0]
         if quota is not None:
             out["ds01_user_gpu_quota"].append((labels, float(quota)))
@@ -203,6 +209,7 @@ def _health(m: MetricsInput, host: Labels, out: dict[str, list[tuple[Labels, flo
     if m.idle_threshold is not None:
         out["ds01_idle_threshold_ratio"].append((host, m.idle_threshold / 100))
     out["ds01_docker_connected"].append((host, 1.0 if m.view.docker_connected else 0.0))
+    out["ds01_errors_total"].append((host, float(h.errors)))
     out["ds01_nvml_up"].append((host, 1.0 if h.nvml_up else 0.0))
     for name, value in (("ds01_last_sample_time_seconds", h.last_sample),
                         ("ds01_sampling_pass_duration_seconds", h.pass_seconds),

@@ -108,6 +108,7 @@ class RefusedArgs:
     """`POST /v1/refused`: the gateway (root) counts a create it refused, by reason (the metrics)."""
 
     reason: str
+    count: int = 1
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ _ACTIONS: dict[str, tuple[type, dict[str, tuple[Callable[[Any], Any], bool]]]] =
     "reload": (ReloadArgs, {}),
     "admit": (AdmitArgs, {"uid": (whole_number("uid", 0, 2**32 - 2), True), "build": (flag("build"), False)}),
     "free": (FreeArgs, {"id": (whole_number("id", 1, 2**62), True)}),
-    "refused": (RefusedArgs, {"reason": (reason_name, True)}),
+    "refused": (RefusedArgs, {"reason": (reason_name, True), "count": (whole_number("count", 1, 1_000_000), False)}),
     "usage": (UsageArgs, {"since_s": (whole_number("since_s", 0, MAX_USAGE_S), False),
                           "since": (utc_date("since"), False),
                           "until_s": (whole_number("until_s", 0, MAX_USAGE_S), False),

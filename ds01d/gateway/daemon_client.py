@@ -62,13 +62,14 @@ class DaemonClient:
 
     def count_refusal(self, reason: str) -> None:
         """Tell ds01d (for its metrics) that a create was refused, without waiting for it: a
-        refusal is answered at once whether ds01d is there or not, and a lost count is no loss."""
-        async def tell() -> None:
-            try:
-                await call(self.socket_path, "POST", "/v1/refused", {"reason": reason}, 5.0)
-            except Unreachable:
-                pass
-        task = asyncio.ensure_future(tell())
+        refusal is answered at once whether ds01d is there or not.  Counts gather here and go
+        in one report at a time, however fast refusals come (a flood of them must not fill
+        ds01d's connections, which other users' admissions need); a lost count is no loss."""
+        _PENDING[reason] = _PENDING.get(reason, 0) + 1
+        if _REPORTING:
+            return
+        _REPORTING.add(self.socket_path)
+        task = asyncio.ensure_future(_report(self.socket_path))
         _KEPT.add(task)
         task.add_done_callback(_KEPT.discard)
 
@@ -81,3 +82,18 @@ class DaemonClient:
 
 
 _KEPT: set[asyncio.Future[Any]] = set()
+_PENDING: dict[str, int] = {}          # refusals not yet reported, by reason
+_REPORTING: set[str] = set()           # a report is under way (at most one)
+
+
+async def _report(socket_path: str) -> None:
+    try:
+        while _PENDING:
+            reason = next(iter(_PENDING))
+            count = _PENDING.pop(reason)
+            try:
+                await call(socket_path, "POST", "/v1/refused", {"reason": reason, "count": count}, 5.0)
+            except Unreachable:
+                pass
+    finally:
+        _REPORTING.clear()

@@ -51,7 +51,12 @@ def write_atomically(path: str, data: bytes, private: bool) -> None:
     from users) 0640 for the node exporter's group where it exists, else 0600."""
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
-        with open(tmp, "wb") as f:
+        os.unlink(tmp)              # one a crash left (unlink never follows a symlink)
+    except FileNotFoundError:
+        pass
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
             f.write(data)
             if private:
                 gid = _reader_gid()

@@ -102,6 +102,8 @@ CATALOGUE: tuple[Spec, ...] = (
     Spec("ds01_event_lag_seconds", "gauge", ("Hostname",),
          "From Docker's time of the last container event to ds01d handling it."),
     Spec("ds01_docker_connected", "gauge", ("Hostname",), "1 while ds01d follows Docker's events, else 0."),
+    Spec("ds01_errors_total", "counter", ("Hostname",),
+         "Failures of ds01d's own steps (a pass, an event's handling, a write), each one in the journal."),
     Spec("ds01_nvml_up", "gauge", ("Hostname",),
          "1 while NVML answers; 0 where it is missing (CPU-only) or stopped answering (GPU activity unknown)."),
     Spec("ds01_config_last_reload_success", "gauge", ("Hostname",),
