@@ -261,8 +261,8 @@ class GpuWatch:
             # a gap (Docker away, a stall): whose containers ran meanwhile is not known, so its
             # energy is nobody's, as its GPU time is (elapsed is capped the same way)
             self.energy_joules = dict.fromkeys(self.energy_joules)
-        self._energy = share_energy({r.id: self.units_of(r)[0] for r in records
-                                     if r.status == "running" and self._is_gpu_container(r)}, self.energy_joules)
+        held = {r.id: self.units_of(r) for r in records if r.status == "running" and self._is_gpu_container(r)}
+        self._energy = share_energy({cid: units for cid, (units, _) in held.items()}, self.energy_joules)
         running = set()
         with self.store.transaction():  # one commit per pass, not one per container
             for rec in records:
@@ -273,7 +273,7 @@ class GpuWatch:
                     running.add(rec.id)
                     if self._over_quota_found(rec, limits, records, limits_for, act):
                         continue
-                    self._running(rec, limits, policies, pids.get(rec.id, []), now, elapsed, act)
+                    self._running(rec, held[rec.id], limits, policies, pids.get(rec.id, []), now, elapsed, act)
                 elif rec.status in STOPPED:
                     self._stopped(rec, limits, now, act)
             if self.usage_totals.users:     # committed with the figures they were counted from
@@ -311,9 +311,10 @@ class GpuWatch:
                       + check.reason(rec.owner), "gpu-quota")
         return True
 
-    def _running(self, rec: ContainerRecord, limits: EffectiveLimits, policies: Policies, pids: list[int],
-                 now: float, elapsed: float, act: Actuator) -> None:
-        units, missing = self.units_of(rec)
+    def _running(self, rec: ContainerRecord, held: tuple[list[Unit], list[str]], limits: EffectiveLimits,
+                 policies: Policies, pids: list[int], now: float, elapsed: float, act: Actuator) -> None:
+        """`held`: the units it holds this pass and the ids it asked for that name nothing (`units_of`)."""
+        units, missing = held
         previous = self._states.get(rec.id) or GpuState(rec.id)
         if self.nvml is None:
             v = Verdict(UNKNOWN, None, self.cpu_only or "no NVML")

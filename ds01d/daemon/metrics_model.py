@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from ds01d.daemon.status_model import StatusView
-from ds01d.rules.gpu_units import Unit, gpu_equivalents
+from ds01d.rules.gpu_units import Unit, gpu_equivalents, gpu_instances
 from ds01d.rules.metric_catalogue import CATALOGUE, Family
 from ds01d.rules.records import ContainerRecord
 from ds01d.rules.usage_totals import STATES, UsageTotals
@@ -90,11 +90,7 @@ def unit_labels(unit: Unit, host: Labels) -> Labels:
 
 
 def _units(m: MetricsInput, host: Labels, out: dict[str, list[tuple[Labels, float]]]) -> None:
-    seen: set[tuple[str, int | None]] = set()
-    for unit in m.view.inventory.units:
-        if unit.share_key in seen:        # compute instances of one GPU instance: DCGM's one series
-            continue
-        seen.add(unit.share_key)
+    for unit in gpu_instances(m.view.inventory.units).values():   # compute instances: DCGM's one series
         labels = unit_labels(unit, host)
         sample = m.view.samples.get(unit.uuid)
         activity = sample.activity if sample is not None else None
@@ -125,7 +121,7 @@ def _containers_on_units(m: MetricsInput, host: Labels, out: dict[str, list[tupl
             rows.append((rec, "held", rec.finished_at, hold.units))
     for rec, state_name, since, uuids in rows:
         who = _container_labels(rec, m.groups)
-        for unit in _distinct(by_uuid[u] for u in uuids if u in by_uuid):
+        for unit in gpu_instances(by_uuid[u] for u in uuids if u in by_uuid).values():
             labels = {**unit_labels(unit, host), **who, "state": state_name}
             out["ds01_gpu_container_info"].append((labels, 1.0))
             if since is not None:
@@ -136,14 +132,6 @@ def _container_labels(rec: ContainerRecord, groups: Mapping[str, str]) -> Labels
     owner = rec.owner or ""
     return {"user": owner, "group": rec.group or groups.get(owner, ""), "container": rec.name,
             "container_id": rec.id, "kind": rec.kind}
-
-
-def _distinct(units: Iterable[Unit]) -> list[Unit]:
-    """One unit per GPU instance (compute instances of it share its series)."""
-    found: dict[tuple[str, int | None], Unit] = {}
-    for unit in units:
-        found.setdefault(unit.share_key, unit)
-    return list(found.values())
 
 
 def _users(m: MetricsInput, host: Labels, out: dict[str, list[tuple[Labels, float]]]) -> None:

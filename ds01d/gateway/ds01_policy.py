@@ -33,7 +33,7 @@ from ds01d.host.unix_groups import is_admin, is_system_user
 from ds01d.rules import door
 from ds01d.rules.create_rewrite import Admission, NotAllowed, allowed_devices, gpus_wanted, requested_gpus, rewrite
 from ds01d.rules.host_access import Denied, check_binds_at_start, has_host_binds, judge_create, judge_exec, \
-    judge_network, judge_update, judge_volume, restart_with_volume_binds, volume_binds
+    judge_network, judge_update, judge_volume, restart_with_volume_binds, restarts, volume_binds
 from ds01d.rules.engine_json import EXEC_CONFIG, NETWORK_CONNECT, NETWORK_CREATE, UPDATE_CONFIG, VOLUME_CREATE, \
     UnreadableBody, canonical, canonical_fields, encode
 from ds01d.rules.owners import container_kind, resolve_owner
@@ -216,11 +216,8 @@ class Ds01Policy:
         host = inspect.get("HostConfig") or {}
         mounts = inspect.get("Mounts") or []
         check_binds_at_start(host.get("Binds") or [], mounts, access, real_path)
-        for name in _volume_names(inspect):
-            answer = await call(self.engine_path, "GET", f"/volumes/{quote(name, safe='')}")
-            if answer.status == 200 and isinstance(answer.doc, dict):
-                judge_volume({"Driver": answer.doc.get("Driver"), "DriverOpts": answer.doc.get("Options") or {}},
-                             access, real_path)
+        for doc in await self.volume_docs(_volume_names(inspect)):
+            judge_volume({"Driver": doc.get("Driver"), "DriverOpts": doc.get("Options") or {}}, access, real_path)
 
     async def mounts_binds(self, inspect: Mapping[str, Any]) -> bool:
         """Whether a container mounts host folders, however they came (its own binds, a
@@ -231,23 +228,24 @@ class Ds01Policy:
             return True
         return any(map(volume_binds, await self.volume_options(_volume_names(inspect))))
 
-    async def volume_options(self, names: Any) -> list[Mapping[str, Any]]:
-        """The local driver options of the named volumes that exist (a bind's folder, or none)."""
+    async def volume_docs(self, names: Any) -> list[Mapping[str, Any]]:
+        """The engine's inspect of each named volume that exists."""
         found = []
         for name in names:
             answer = await call(self.engine_path, "GET", f"/volumes/{quote(name, safe='')}", timeout=30)
-            if answer.status == 200 and isinstance(answer.doc, dict) and isinstance(answer.doc.get("Options"), dict):
-                found.append(answer.doc["Options"])
+            if answer.status == 200 and isinstance(answer.doc, dict):
+                found.append(answer.doc)
         return found
+
+    async def volume_options(self, names: Any) -> list[Mapping[str, Any]]:
+        """The local driver options of the named volumes that exist (a bind's folder, or none)."""
+        return [doc["Options"] for doc in await self.volume_docs(names) if isinstance(doc.get("Options"), dict)]
 
     def volume_create(self, caller: Caller, body: bytes) -> Verdict:
         """An allowed volume, labelled as the caller's (whatever `ds01.` labels it brought)."""
         fields = judge_volume(canonical_fields(body, VOLUME_CREATE), self.settings.access(caller.user, caller.uid),
                               real_path)
-        labels = fields.get("Labels") if isinstance(fields.get("Labels"), dict) else {}
-        fields["Labels"] = {**{k: v for k, v in labels.items() if not str(k).startswith("ds01.")},
-                            "ds01.uid": str(caller.uid), "ds01.user": caller.user}
-        return Forward(body=encode(fields))
+        return Forward(body=encode({**fields, "Labels": _owner_labels(fields.get("Labels"), caller)}))
 
     async def own_volume(self, caller: Caller, name: str, create: bool = False, removing: bool = False
                          ) -> Refuse | None:
@@ -256,8 +254,8 @@ class Ds01Policy:
         answer = await call(self.engine_path, "GET", f"/volumes/{quote(name, safe='')}", timeout=30)
         if answer.status == 404 and create:
             # dockerd would make it unlabelled, for anyone to mount: made here as the caller's
-            await call(self.engine_path, "POST", "/volumes/create", timeout=30, body={
-                "Name": name, "Labels": {"ds01.uid": str(caller.uid), "ds01.user": caller.user}})
+            await call(self.engine_path, "POST", "/volumes/create", timeout=30,
+                       body={"Name": name, "Labels": _owner_labels({}, caller)})
             return None
         if answer.status != 200 or not isinstance(answer.doc, dict):
             return None
@@ -296,10 +294,7 @@ class Ds01Policy:
         """An allowed network, labelled as the caller's (whatever `ds01.` labels it brought)."""
         fields = canonical_fields(body, NETWORK_CREATE)
         judge_network(fields, self.settings.access(caller.user, caller.uid))
-        labels = fields.get("Labels") if isinstance(fields.get("Labels"), dict) else {}
-        fields["Labels"] = {**{k: v for k, v in labels.items() if not str(k).startswith("ds01.")},
-                            "ds01.uid": str(caller.uid), "ds01.user": caller.user}
-        return Forward(body=encode(fields))
+        return Forward(body=encode({**fields, "Labels": _owner_labels(fields.get("Labels"), caller)}))
 
     async def own_network(self, caller: Caller, ref: str, removing: bool = False) -> Refuse | None:
         """None where the caller may join (or remove) the network `ref`: theirs, or one without an
@@ -370,10 +365,7 @@ class Ds01Policy:
     async def build(self, caller: Caller, head: RequestHead) -> Verdict:
         """A build's RUN containers go to the caller's slice too (the classic builder places
         them by `cgroupparent`; a build is no way around the slice's limits).  Its parameters
-        are read from the query only: a form body could override them (Go's FormValue)."""
-        content_type = dict(head.headers).get("content-type", "").split(";")[0].strip().lower()
-        if content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-            return Refuse(400, "build parameters go in the query; a form body is not accepted through the gateway")
+        are read from the query only (`judge` refuses form bodies, which could override them)."""
         network = door.first_value(head.query, "networkmode") or ""
         if network.startswith("container:"):
             return Refuse(403, "a build may not join a container's network (--network container:...)")
@@ -438,8 +430,7 @@ class Ds01Policy:
         """Denied where a create with a restart policy mounts host folders by any way: its named
         volumes that bind, or a --volumes-from container that does (binds or such volumes)."""
         host = body.get("HostConfig") or {}
-        policy = host.get("RestartPolicy")
-        if not (isinstance(policy, Mapping) and str(policy.get("Name") or "") not in ("", "no")):
+        if not restarts(host.get("RestartPolicy")):
             return
         binds = False
         for found in joined:
@@ -490,6 +481,13 @@ def real_path(path: str) -> str:
     missing or cannot be read (the non-strict realpath would take it for a plain directory
     and miss a symlink inside it)."""
     return os.path.realpath(path, strict=True)
+
+
+def _owner_labels(labels: Any, caller: Caller) -> dict[str, str]:
+    """A volume's or network's labels as the gateway forwards them: the caller as its owner,
+    whatever `ds01.` labels the request brought."""
+    kept = {k: v for k, v in labels.items() if not str(k).startswith("ds01.")} if isinstance(labels, dict) else {}
+    return {**kept, "ds01.uid": str(caller.uid), "ds01.user": caller.user}
 
 
 def _volume_names(inspect: Mapping[str, Any]) -> list[str]:

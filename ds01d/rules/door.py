@@ -253,24 +253,25 @@ def creatable_volume_names(body: Mapping[str, Any]) -> list[str]:
     """Named volumes the gateway may make, labelled as the caller's, before the create: `-v
     name:/x`, and `--mount type=volume,src=name` without driver options (with them, dockerd
     must make it, with those options)."""
-    host = body.get("HostConfig") or {}
     names = plain_volume_names(body)
-    for m in host.get("Mounts") or []:
-        if isinstance(m, Mapping) and str(m.get("Type") or "") == "volume" and m.get("Source"):
-            options = m.get("VolumeOptions") if isinstance(m.get("VolumeOptions"), Mapping) else {}
-            config = options.get("DriverConfig") if isinstance(options.get("DriverConfig"), Mapping) else {}
-            if not config.get("Name") and not config.get("Options"):
-                names.append(str(m["Source"]))
+    for m in _volume_mounts(body):
+        options = m.get("VolumeOptions") if isinstance(m.get("VolumeOptions"), Mapping) else {}
+        config = options.get("DriverConfig") if isinstance(options.get("DriverConfig"), Mapping) else {}
+        if not config.get("Name") and not config.get("Options"):
+            names.append(str(m["Source"]))
     return names
 
 
 def named_volumes(body: Mapping[str, Any]) -> list[str]:
     """The named volumes a canonical create body mounts (`-v name:/x`, `--mount type=volume`)."""
+    return plain_volume_names(body) + [str(m["Source"]) for m in _volume_mounts(body)]
+
+
+def _volume_mounts(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The body's `--mount type=volume` entries that name their volume."""
     host = body.get("HostConfig") or {}
-    names = plain_volume_names(body)
-    names += [str(m["Source"]) for m in host.get("Mounts") or []
-              if isinstance(m, Mapping) and str(m.get("Type") or "") == "volume" and m.get("Source")]
-    return names
+    return [m for m in host.get("Mounts") or []
+            if isinstance(m, Mapping) and str(m.get("Type") or "") == "volume" and m.get("Source")]
 
 
 def listed_owner(entry: Mapping[str, Any], admitted: Callable[[Mapping[str, str]], str | None],

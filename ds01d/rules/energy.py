@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from ds01d.rules.gpu_units import Unit
+from ds01d.rules.gpu_units import Unit, gpu_instances
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def share_energy(holders: Mapping[str, Sequence[Unit]], joules: Mapping[str, flo
                  ) -> dict[str, EnergyShare]:
     """Each container's share of the interval's energy (`holders`: container -> the units it
     held; `joules`: GPU uuid -> the GPU's energy over the interval, None where unknown)."""
-    shares = {cid: _distinct_shares(units) for cid, units in holders.items()}
+    shares = {cid: gpu_instances(units) for cid, units in holders.items()}
     sharing: dict[tuple[str, int | None], int] = {}
     for held in shares.values():
         for key in held:
@@ -47,20 +47,11 @@ def share_energy(holders: Mapping[str, Sequence[Unit]], joules: Mapping[str, flo
     out = {}
     for cid, held in shares.items():
         total = unmetered = 0.0
-        for key, (gpu, share) in held.items():
-            delta = joules.get(gpu)
+        for key, unit in held.items():
+            delta = joules.get(unit.gpu_uuid)
             if delta is None:
-                unmetered += share
+                unmetered += unit.share
             else:
-                total += delta * share / sharing[key]
+                total += delta * unit.share / sharing[key]
         out[cid] = EnergyShare(total, round(unmetered, 6))
-    return out
-
-
-def _distinct_shares(units: Sequence[Unit]) -> dict[tuple[str, int | None], tuple[str, float]]:
-    """share key -> (physical GPU uuid, share); compute instances of one GPU instance count it once."""
-    out: dict[tuple[str, int | None], tuple[str, float]] = {}
-    for unit in units:
-        previous = out.get(unit.share_key, (unit.gpu_uuid, 0.0))[1]
-        out[unit.share_key] = (unit.gpu_uuid, max(previous, unit.share))
     return out

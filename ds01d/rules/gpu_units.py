@@ -140,12 +140,19 @@ def _units_for(ident: str, inventory: Inventory, by_uuid: dict[str, Unit],
     return [u for u in inventory.units if u.index == ident]  # "1:2"
 
 
+def gpu_instances(units: Iterable[Unit]) -> dict[tuple[str, int | None], Unit]:
+    """One unit per whole GPU or GPU instance (`share_key`), in the order first met: compute
+    instances of one GPU instance are one share of the GPU (the largest, should they differ)."""
+    found: dict[tuple[str, int | None], Unit] = {}
+    for u in units:
+        if u.share_key not in found or u.share > found[u.share_key].share:
+            found[u.share_key] = u
+    return found
+
+
 def gpu_equivalents(units: Iterable[Unit]) -> float:
     """GPU-equivalents of distinct units; compute instances of one GPU instance count it once."""
-    shares: dict[tuple[str, int | None], float] = {}
-    for u in units:
-        shares[u.share_key] = max(shares.get(u.share_key, 0.0), u.share)
-    return round(sum(shares.values()), 6)
+    return round(sum(u.share for u in gpu_instances(units).values()), 6)
 
 
 def attributable_activity(sample: UnitSample, container_pids: Sequence[int],

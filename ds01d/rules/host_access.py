@@ -159,11 +159,16 @@ def restart_with_binds(policy: Any, binds: bool) -> None:
     """dockerd's own restarts (`--restart`, its own restart, a reboot) resolve bind sources
     again without passing the gateway: a directory swapped for a symlink meanwhile would be
     mounted.  So a container with host binds restarts only through the gateway."""
-    name = str(policy.get("Name") or "") if isinstance(policy, Mapping) else ""
-    if binds and name not in ("", "no"):
+    if binds and restarts(policy):
+        name = policy["Name"]
         raise Denied("bind_roots", f"--restart {name} with host binds is not allowed: dockerd would resolve the "
                                    "binds again where nobody checks them; use a named volume that binds "
                                    "no folder, or restart it yourself")
+
+
+def restarts(policy: Any) -> bool:
+    """Whether a RestartPolicy has dockerd restart the container by itself (any but none/"no")."""
+    return isinstance(policy, Mapping) and str(policy.get("Name") or "") not in ("", "no")
 
 
 def judge_exec(body: Mapping[str, Any], access: Access) -> None:
